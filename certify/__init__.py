@@ -1,0 +1,29 @@
+"""certify: certified robustness guarantees for PyTorch models.
+
+Randomized smoothing (this release): certify.Smoothed with certify.Gaussian / Laplace / Uniform noise.
+"""
+
+from certify import stats
+from certify._native import core as _core
+from certify.noise import Gaussian, Laplace, Noise, Uniform
+from certify.smoothing import ABSTAIN, Smoothed, SmoothingResult, SmoothingResults
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ABSTAIN",
+    "Gaussian",
+    "Laplace",
+    "Noise",
+    "Smoothed",
+    "SmoothingResult",
+    "SmoothingResults",
+    "Uniform",
+    "cuda_available",
+    "stats",
+]
+
+
+def cuda_available() -> bool:
+    """True when certify was built with its CUDA parts and a CUDA device is visible."""
+    return bool(_core.built_with_cuda()) and _core.cuda_device_count() > 0

@@ -1,0 +1,80 @@
+"""The sampling engine: class counts of the base classifier under noise, for many inputs at once.
+
+Samples of all inputs are laid end to end (input 0's num samples, then input 1's, ...) and cut
+into model batches of `batch_size` rows, so that small per-input sample counts still fill the
+model's batches. Noise comes from the C++ core's fused kernel, written straight into one
+reusable buffer; sample s of input i in a stream is always the same noise, however the work is cut.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from certify import _checks
+from certify._native import core
+from certify.noise import Noise
+
+__all__ = ["Stream", "count_classes"]
+
+Progress = Callable[[int, int], None]
+
+
+class Stream:
+    """Independent noise streams (word 2 of the Philox counter): a draw of one never reuses another's."""
+
+    SELECT = 0  # CERTIFY's n0 draw that picks the class
+    ESTIMATE = 1  # CERTIFY's n draw that bounds its probability
+    PREDICT = 2  # PREDICT's draw
+
+
+def count_classes(
+    model,
+    xs: torch.Tensor,
+    input_indices: np.ndarray,
+    num_classes: int,
+    noise: Noise,
+    num: int,
+    stream: int,
+    seed: int,
+    batch_size: int,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """Counts of argmax model(x_i + noise) over `num` samples per input; returns (B, num_classes) int64.
+
+    xs: (B, *input_shape) on the CPU, float32/float64; input_indices: (B,) the Philox input index of each.
+    """
+    num_inputs = xs.shape[0]
+    input_shape = tuple(xs.shape[1:])
+    flat = xs.reshape(num_inputs, -1).contiguous()
+    flat_np = flat.numpy()
+    total = num_inputs * num
+    buffer = torch.empty((min(batch_size, total), flat.shape[1]), dtype=xs.dtype)
+    buffer_np = buffer.numpy()
+    counts = torch.zeros(num_inputs * num_classes, dtype=torch.int64)
+
+    done = 0
+    with torch.inference_mode():
+        while done < total:
+            rows = min(batch_size, total - done)
+            first, last = done // num, (done + rows - 1) // num
+            row = 0
+            for i in range(first, last + 1):
+                start = done + row - i * num  # first sample of input i in this batch
+                take = min(num - start, rows - row)
+                core.fill_noisy(
+                    flat_np[i], buffer_np[row : row + take], noise.kind, noise.scale,
+                    seed, int(input_indices[i]), stream, start,
+                )
+                row += take
+            logits = _checks.model_output(model(buffer[:rows].view(rows, *input_shape)), rows, num_classes)
+            predictions = logits.argmax(dim=1).cpu()
+            owner = torch.arange(done, done + rows) // num - first
+            local = torch.bincount(owner * num_classes + predictions, minlength=(last - first + 1) * num_classes)
+            counts[first * num_classes : (last + 1) * num_classes] += local
+            done += rows
+            if progress is not None:
+                progress(done, total)
+    return counts.view(num_inputs, num_classes).numpy()

@@ -1,0 +1,114 @@
+// certify._core: the Python face of the C++ core. A list of m.def lines; the kernels
+// know nothing of Python.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "common/cuda_device.h"
+#include "common/philox.h"
+#include "sampling/noise.h"
+#include "stats/binomial.h"
+#include "stats/normal.h"
+#include "stats/radius.h"
+
+namespace py = pybind11;
+using namespace certify;
+
+namespace {
+
+template <typename T>
+using CArray = py::array_t<T, py::array::c_style>;
+
+template <typename T>
+void fill_noisy_typed(const py::array& x_any, py::array& out_any, NoiseKind kind, double scale,
+                      uint64_t seed, uint32_t input_index, uint32_t stream, uint64_t start) {
+  auto x = x_any.cast<CArray<T>>();
+  auto out = out_any.cast<CArray<T>>();
+  if (!(out.flags() & py::array::c_style) || !out.writeable())
+    throw std::invalid_argument("fill_noisy: out must be a writable C-contiguous array");
+  if (!(x_any.flags() & py::array::c_style)) throw std::invalid_argument("fill_noisy: x must be C-contiguous");
+  if (out.ndim() != 2 || out.shape(1) != x.size())
+    throw std::invalid_argument("fill_noisy: out must have shape (rows, x.size) = (rows, " +
+                                std::to_string(x.size()) + ")");
+  const T* xp = x.data();
+  T* op = out.mutable_data();
+  const int64_t dim = x.size(), rows = out.shape(0);
+  py::gil_scoped_release release;
+  fill_noisy_cpu<T>(xp, dim, op, rows, kind, static_cast<T>(scale), seed, input_index, stream, start);
+}
+
+void fill_noisy(const py::array& x, py::array& out, int kind, double scale, uint64_t seed,
+                uint32_t input_index, uint32_t stream, uint64_t start) {
+  if (kind < 0 || kind > 2) throw std::invalid_argument("fill_noisy: kind must be 0, 1 or 2");
+  if (!x.dtype().is(out.dtype())) throw std::invalid_argument("fill_noisy: x and out must share a dtype");
+  // The buffers are written in place: refuse anything that would need a converted copy.
+  if (x.dtype().is(py::dtype::of<float>()))
+    fill_noisy_typed<float>(x, out, static_cast<NoiseKind>(kind), scale, seed, input_index, stream, start);
+  else if (x.dtype().is(py::dtype::of<double>()))
+    fill_noisy_typed<double>(x, out, static_cast<NoiseKind>(kind), scale, seed, input_index, stream, start);
+  else
+    throw py::type_error("fill_noisy: dtype must be float32 or float64");
+}
+
+py::array_t<uint32_t> philox(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0, uint32_t k1) {
+  uint32_t ctr[4] = {c0, c1, c2, c3};
+  philox4x32_10(ctr, k0, k1);
+  py::array_t<uint32_t> out(4);
+  for (int i = 0; i < 4; ++i) out.mutable_at(i) = ctr[i];
+  return out;
+}
+
+py::tuple smoothing_bounds(int kind, double scale, const CArray<int64_t>& k, int64_t n, double alpha) {
+  if (kind < 0 || kind > 2) throw std::invalid_argument("smoothing_bounds: kind must be 0, 1 or 2");
+  if (n < 1) throw std::invalid_argument("smoothing_bounds: n must be at least 1");
+  py::array_t<double> p_lower(k.size()), radius(k.size());
+  auto kv = k.unchecked();
+  auto pv = p_lower.mutable_unchecked<1>();
+  auto rv = radius.mutable_unchecked<1>();
+  for (py::ssize_t i = 0; i < k.size(); ++i) {
+    if (kv.data(0)[i] < 0) throw std::invalid_argument("smoothing_bounds: counts must be >= 0");
+    const SmoothingBound b = smoothing_bound(static_cast<NoiseKind>(kind), scale,
+                                             static_cast<uint64_t>(kv.data(0)[i]), static_cast<uint64_t>(n), alpha);
+    pv(i) = b.p_lower;
+    rv(i) = b.radius;
+  }
+  return py::make_tuple(p_lower, radius);
+}
+
+double cp_lower(uint64_t k, uint64_t n, double alpha) { return clopper_pearson_lower(k, n, alpha); }
+double cp_upper(uint64_t k, uint64_t n, double alpha) { return clopper_pearson_upper(k, n, alpha); }
+double beta_cdf(double a, double b, double x) { return beta_tails(a, b, UnitPoint::from_x(x)).lower; }
+double beta_sf(double a, double b, double x) { return beta_tails(a, b, UnitPoint::from_x(x)).upper; }
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "certify's C++ core (private; use the certify package)";
+
+  m.def("fill_noisy", &fill_noisy, py::arg("x"), py::arg("out"), py::arg("kind"), py::arg("scale"),
+        py::arg("seed"), py::arg("input_index"), py::arg("stream"), py::arg("start"),
+        "out[i] = x + scale * noise(seed, input_index, stream, start + i); kind 0 Gaussian, 1 Laplace, 2 uniform");
+  m.def("philox4x32_10", &philox, "One Philox4x32-10 block: counter (4 words), key (2 words)");
+
+  m.def("clopper_pearson_lower", py::vectorize(cp_lower), py::arg("k"), py::arg("n"), py::arg("alpha"));
+  m.def("clopper_pearson_upper", py::vectorize(cp_upper), py::arg("k"), py::arg("n"), py::arg("alpha"));
+  m.def("beta_cdf", py::vectorize(beta_cdf), py::arg("a"), py::arg("b"), py::arg("x"));
+  m.def("beta_sf", py::vectorize(beta_sf), py::arg("a"), py::arg("b"), py::arg("x"));
+  m.def("binomial_cdf", py::vectorize(binomial_cdf), py::arg("k"), py::arg("n"), py::arg("p"));
+  m.def("sign_test_pvalue", py::vectorize(sign_test_pvalue), py::arg("k"), py::arg("n"));
+  m.def("normal_upper_quantile", py::vectorize(normal_upper_quantile), py::arg("q"));
+  m.def("normal_upper_tail", py::vectorize(normal_upper_tail), py::arg("z"));
+  m.def("gaussian_l2_radius", py::vectorize(gaussian_l2_radius), py::arg("sigma"), py::arg("q"));
+  m.def("laplace_l1_radius", py::vectorize(laplace_l1_radius), py::arg("scale"), py::arg("q"));
+  m.def("uniform_l1_radius", py::vectorize(uniform_l1_radius), py::arg("half_width"), py::arg("q"));
+  m.def("smoothing_bounds", &smoothing_bounds, py::arg("kind"), py::arg("scale"), py::arg("k"), py::arg("n"),
+        py::arg("alpha"), "(p_lower, radius) per count k of the selected class in n samples");
+
+  m.def("built_with_cuda", &built_with_cuda);
+  m.def("cuda_device_count", &cuda_device_count);
+  m.attr("MAX_SAMPLE_INDEX") = kMaxSampleIndex;
+  m.attr("MAX_STREAM") = kMaxStream;
+}

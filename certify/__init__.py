@@ -20,6 +20,8 @@ __all__ = [
     "SmoothingResults",
     "Uniform",
     "cuda_available",
+    "get_num_threads",
+    "set_num_threads",
     "stats",
 ]
 
@@ -27,3 +29,14 @@ __all__ = [
 def cuda_available() -> bool:
     """True when certify was built with its CUDA parts and a CUDA device is visible."""
     return bool(_core.built_with_cuda()) and _core.cuda_device_count() > 0
+
+
+def get_num_threads() -> int:
+    """Threads used by certify's native CPU kernels (OpenMP); torch's own threads are separate."""
+    return int(_core.get_num_threads())
+
+
+def set_num_threads(n: int) -> None:
+    """Sets the threads of certify's native CPU kernels. Results do not depend on it: noise is a
+    function of (seed, input, sample), not of which thread draws it."""
+    _core.set_num_threads(int(n))

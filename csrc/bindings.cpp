@@ -5,6 +5,9 @@
 
 #include <cstdint>
 #include <stdexcept>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <string>
 
 #include "common/cuda_device.h"
@@ -25,11 +28,13 @@ using CArray = py::array_t<T, py::array::c_style>;
 template <typename T>
 void fill_noisy_typed(const py::array& x_any, py::array& out_any, NoiseKind kind, double scale,
                       uint64_t seed, uint32_t input_index, uint32_t stream, uint64_t start) {
-  auto x = x_any.cast<CArray<T>>();
-  auto out = out_any.cast<CArray<T>>();
-  if (!(out.flags() & py::array::c_style) || !out.writeable())
+  // Checked before the cast: casting a non-contiguous array would silently copy it, and the
+  // kernel would fill the copy.
+  if (!(out_any.flags() & py::array::c_style) || !out_any.writeable())
     throw std::invalid_argument("fill_noisy: out must be a writable C-contiguous array");
   if (!(x_any.flags() & py::array::c_style)) throw std::invalid_argument("fill_noisy: x must be C-contiguous");
+  auto x = x_any.cast<CArray<T>>();
+  auto out = out_any.cast<CArray<T>>();
   if (out.ndim() != 2 || out.shape(1) != x.size())
     throw std::invalid_argument("fill_noisy: out must have shape (rows, x.size) = (rows, " +
                                 std::to_string(x.size()) + ")");
@@ -83,6 +88,21 @@ double cp_upper(uint64_t k, uint64_t n, double alpha) { return clopper_pearson_u
 double beta_cdf(double a, double b, double x) { return beta_tails(a, b, UnitPoint::from_x(x)).lower; }
 double beta_sf(double a, double b, double x) { return beta_tails(a, b, UnitPoint::from_x(x)).upper; }
 
+int get_num_threads() {
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+void set_num_threads(int n) {
+  if (n < 1) throw std::invalid_argument("set_num_threads: n must be >= 1");
+#ifdef _OPENMP
+  omp_set_num_threads(n);
+#endif
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -107,6 +127,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("smoothing_bounds", &smoothing_bounds, py::arg("kind"), py::arg("scale"), py::arg("k"), py::arg("n"),
         py::arg("alpha"), "(p_lower, radius) per count k of the selected class in n samples");
 
+  m.def("get_num_threads", &get_num_threads, "Threads the native CPU kernels use");
+  m.def("set_num_threads", &set_num_threads, py::arg("n"), "Sets the threads of the native CPU kernels");
   m.def("built_with_cuda", &built_with_cuda);
   m.def("cuda_device_count", &cuda_device_count);
   m.attr("MAX_SAMPLE_INDEX") = kMaxSampleIndex;

@@ -144,7 +144,7 @@ def finish_certify(
     """CERTIFY's last step from the two draws' class counts, (B, C) each; shared with the twin."""
     chosen = selection.argmax(axis=1)
     hits = estimation[np.arange(len(chosen)), chosen].astype(np.int64)
-    p_lower, radius = core.smoothing_bounds(noise.kind, noise.scale, hits, n, alpha)
+    p_lower, radius = smoothing_bounds(noise, hits, n, alpha)
     certified = p_lower > 0.5
     return SmoothingResults(
         prediction=np.where(certified, chosen, ABSTAIN).astype(np.int64),
@@ -155,6 +155,12 @@ def finish_certify(
         num_samples=np.full(len(chosen), n0 + n, dtype=np.int64),
         alpha=alpha,
     )
+
+
+def smoothing_bounds(noise: Noise, hits: np.ndarray, n: int, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """(p_lower, radius) per input from k_A = hits of the chosen class in n samples: the one-sided
+    Clopper-Pearson lower bound at level alpha and the noise's radius there (0 when p_lower <= 1/2)."""
+    return core.smoothing_bounds(noise.kind, noise.scale, np.ascontiguousarray(hits, dtype=np.int64), n, alpha)
 
 
 def predict_from_counts(counts: np.ndarray, alpha: float) -> int:

@@ -247,13 +247,13 @@ BetaTails beta_tails(double a, double b, const UnitPoint& p) {
   // the symmetric one in (b, a, y) does. But a fraction in the inexact side is
   // ill-conditioned when that side is ~1 under a huge exponent (y = fl(1 - x) with b >> a:
   // its terms cancel to ~1e-16 * b / a). There, for integer a, the tail past the switch is
-  // a short binomial sum in the exact side instead.
-  const double x_switch = (a + 1.0) / (a + b + 2.0), y_switch = (b + 1.0) / (a + b + 2.0);
-  if (p.x >= x_switch && p.x_exact && b > 1e4 * a && p.x < 8 * x_switch && a == std::floor(a)) {
+  // a binomial sum of a < b / 10^4 terms in the exact side instead.
+  const double x_switch = (a + 1.0) / (a + b + 2.0);
+  if (p.x >= x_switch && p.x_exact && b > 1e4 * a && a == std::floor(a)) {
     const double upper = binomial_head_sum(a, b, p);
     return {1.0 - upper, upper};
   }
-  if (p.x < x_switch && !p.x_exact && a > 1e4 * b && p.y < 8 * y_switch && b == std::floor(b)) {
+  if (p.x < x_switch && !p.x_exact && a > 1e4 * b && b == std::floor(b)) {
     const double lower = binomial_head_sum(b, a, UnitPoint{p.y, p.x, true});
     return {lower, 1.0 - lower};
   }

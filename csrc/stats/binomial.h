@@ -17,9 +17,11 @@ namespace certify {
 struct UnitPoint {
   double x;
   double y;
-  bool x_exact;  // true: x is exact, y = fl(1 - x); false: y is exact, x = fl(1 - y)
-  static UnitPoint from_x(double x) { return {x, 1.0 - x, true}; }
-  static UnitPoint from_y(double y) { return {1.0 - y, y, false}; }
+  bool x_exact;  // true: x is exact (y = fl(1 - x) may not be); false: y is exact
+  // The smaller side is the exact one: given x <= 1/2, x is; given x > 1/2, y = 1 - x is
+  // computed exactly (Sterbenz), so y is. Computations take their precision from it.
+  static UnitPoint from_x(double x) { const double y = 1.0 - x; return {x, y, x <= y}; }
+  static UnitPoint from_y(double y) { const double x = 1.0 - y; return {x, y, x < y}; }
 };
 
 struct BetaTails {

@@ -58,26 +58,28 @@ void lanes_to_noise(NoiseKind kind, const PhiloxLanes& w, T* z) {
   switch (kind) {
     case NoiseKind::kGaussian: {
       // Box-Muller pairs (w0, w1) -> z[4b], z[4b+1] and (w2, w3) -> z[4b+2], z[4b+3],
-      // written as the same expressions as box_muller() in contiguous loops.
-      alignas(64) T r0[kChunkBlocks], r2[kChunkBlocks], t1[kChunkBlocks], t3[kChunkBlocks];
+      // the same expressions as box_muller() in contiguous loops (so they vectorise).
+      alignas(64) T r0[kChunkBlocks], r2[kChunkBlocks];
 #pragma omp simd
       for (int b = 0; b < kChunkBlocks; ++b) {
         r0[b] = std::sqrt(static_cast<T>(-2) * std::log(uniform_open_closed<T>(w.w0[b])));
         r2[b] = std::sqrt(static_cast<T>(-2) * std::log(uniform_open_closed<T>(w.w2[b])));
-        t1[b] = static_cast<T>(kTwoPi) * uniform_closed_open<T>(w.w1[b]);
-        t3[b] = static_cast<T>(kTwoPi) * uniform_closed_open<T>(w.w3[b]);
       }
-      // cos and sin in separate loops: in one loop the compiler fuses them into a scalar
-      // sincos call, which has no vector variant.
+      // Separate loops for the two angles: one loop with library cos and sin would be fused
+      // into a scalar sincos call, which has no vector variant.
 #pragma omp simd
       for (int b = 0; b < kChunkBlocks; ++b) {
-        z[4 * b + 0] = r0[b] * std::cos(t1[b]);
-        z[4 * b + 2] = r2[b] * std::cos(t3[b]);
+        T c, s;
+        cos_sin_turns(uniform_closed_open<T>(w.w1[b]), &c, &s);
+        z[4 * b + 0] = r0[b] * c;
+        z[4 * b + 1] = r0[b] * s;
       }
 #pragma omp simd
       for (int b = 0; b < kChunkBlocks; ++b) {
-        z[4 * b + 1] = r0[b] * std::sin(t1[b]);
-        z[4 * b + 3] = r2[b] * std::sin(t3[b]);
+        T c, s;
+        cos_sin_turns(uniform_closed_open<T>(w.w3[b]), &c, &s);
+        z[4 * b + 2] = r2[b] * c;
+        z[4 * b + 3] = r2[b] * s;
       }
       break;
     }

@@ -53,6 +53,18 @@ void philox_lanes(PhiloxLanes& out, uint64_t seed, const NoiseCounter& c, uint32
 }
 
 // Coordinate 4b + k of the chunk takes word k of block b (the layout of philox_noise_block).
+// One coordinate from one word: z[4b + k] = f(word k of block b).
+template <typename T, typename F>
+void per_word(const PhiloxLanes& w, T* z, F f) {
+#pragma omp simd
+  for (int b = 0; b < kChunkBlocks; ++b) {
+    z[4 * b + 0] = f(w.w0[b]);
+    z[4 * b + 1] = f(w.w1[b]);
+    z[4 * b + 2] = f(w.w2[b]);
+    z[4 * b + 3] = f(w.w3[b]);
+  }
+}
+
 template <typename T>
 void lanes_to_noise(NoiseKind kind, const PhiloxLanes& w, T* z) {
   switch (kind) {
@@ -84,22 +96,10 @@ void lanes_to_noise(NoiseKind kind, const PhiloxLanes& w, T* z) {
       break;
     }
     case NoiseKind::kLaplace:
-#pragma omp simd
-      for (int b = 0; b < kChunkBlocks; ++b) {
-        z[4 * b + 0] = standard_laplace<T>(w.w0[b]);
-        z[4 * b + 1] = standard_laplace<T>(w.w1[b]);
-        z[4 * b + 2] = standard_laplace<T>(w.w2[b]);
-        z[4 * b + 3] = standard_laplace<T>(w.w3[b]);
-      }
+      per_word(w, z, [](uint32_t word) { return standard_laplace<T>(word); });
       break;
     case NoiseKind::kUniform:
-#pragma omp simd
-      for (int b = 0; b < kChunkBlocks; ++b) {
-        z[4 * b + 0] = standard_uniform<T>(w.w0[b]);
-        z[4 * b + 1] = standard_uniform<T>(w.w1[b]);
-        z[4 * b + 2] = standard_uniform<T>(w.w2[b]);
-        z[4 * b + 3] = standard_uniform<T>(w.w3[b]);
-      }
+      per_word(w, z, [](uint32_t word) { return standard_uniform<T>(word); });
       break;
   }
 }

@@ -1,10 +1,12 @@
 """certify: certified robustness guarantees for PyTorch models.
 
-Randomized smoothing (this release): certify.Smoothed with certify.Gaussian / Laplace / Uniform noise.
+Randomized smoothing: certify.Smoothed with certify.Gaussian / Laplace / Uniform noise.
+Bound propagation: certify.BoundedModel (IBP, CROWN, CROWN-IBP), sound in floating point.
 """
 
 from certify import stats
 from certify._native import core as _core
+from certify.bounds import BoundedModel, Bounds, UnsupportedModelError
 from certify.noise import Gaussian, Laplace, Noise, Uniform
 from certify.smoothing import ABSTAIN, Smoothed, SmoothingResult, SmoothingResults
 
@@ -12,6 +14,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ABSTAIN",
+    "BoundedModel",
+    "Bounds",
+    "UnsupportedModelError",
     "Gaussian",
     "Laplace",
     "Noise",

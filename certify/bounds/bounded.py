@@ -1,0 +1,154 @@
+"""BoundedModel: sound bounds on a network's outputs over every input in an l_inf or l2 ball."""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from certify import _checks
+from certify.bounds import reference
+from certify.bounds.graph import Graph, trace
+from certify.bounds.reference import InputSet, margin_spec
+
+__all__ = ["BoundedModel", "Bounds"]
+
+METHODS = ("ibp", "crown", "crown-ibp")
+NORMS = ("linf", "l2")
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """lower <= f(x') <= upper for every x' in the input set, elementwise: (B, num_outputs) each."""
+
+    lower: torch.Tensor
+    upper: torch.Tensor
+
+    @property
+    def width(self) -> torch.Tensor:
+        return self.upper - self.lower
+
+
+class BoundedModel:
+    """A traced copy of `model` (an nn.Module in eval mode) for bound propagation.
+
+    input_shape: one input's shape, without the batch dimension.
+    Supported layers: Linear, Conv2d (stride, padding, dilation, groups), ReLU, Flatten / view /
+    reshape, BatchNorm1d/2d (eval), AvgPool2d, Identity, Dropout (eval), residual additions, and
+    input normalisation by constants. Others raise certify.bounds.UnsupportedModelError naming them.
+
+    Every method takes `sound=True` (default): bounds hold in exact arithmetic for the network as
+    a real-valued function of its float32 parameters; `sound=False` gives plain float32 bounds.
+    `domain=(lo, hi)` intersects an l_inf ball with the box [lo, hi] (e.g. (0, 1) for pixels).
+    """
+
+    def __init__(self, model: torch.nn.Module, input_shape, *, graph: Graph | None = None):
+        self.input_shape = tuple(int(d) for d in input_shape)
+        self.graph = graph if graph is not None else trace(model, self.input_shape)
+        self.num_outputs = int(np.prod(self.graph.output.shape))
+
+    # ------------------------------------------------------------------ checks
+    def _input_set(self, x, eps, norm, domain, sound) -> InputSet:
+        x = _checks.input_tensor("x", x, self.input_shape, batched=True).to(torch.float32)
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+        eps = self._eps(eps, len(x))
+        if domain is not None:
+            if norm != "linf":
+                raise ValueError("domain applies to norm='linf' only")
+            lo, hi = (float(v) for v in domain)
+            if not lo <= hi:
+                raise ValueError(f"domain must be (lo, hi) with lo <= hi, got {domain}")
+            if bool(((x < lo) | (x > hi)).any()):
+                raise ValueError(f"x lies outside the domain [{lo}, {hi}]")
+            domain = (lo, hi)
+        return InputSet.make(x, eps, norm, domain, sound)
+
+    @staticmethod
+    def _eps(eps, batch: int) -> torch.Tensor:
+        if isinstance(eps, numbers.Real) and not isinstance(eps, bool):
+            eps = torch.full((batch,), float(eps))
+        elif isinstance(eps, (torch.Tensor, np.ndarray)):
+            eps = torch.as_tensor(eps, dtype=torch.float32).reshape(-1)
+            if eps.numel() == 1:
+                eps = eps.expand(batch).clone()
+            if eps.numel() != batch:
+                raise ValueError(f"eps must be a number or one value per input ({batch}), got {eps.numel()} values")
+        else:
+            raise TypeError(f"eps must be a number or a tensor of one value per input, got {type(eps).__name__}")
+        eps = eps.to(torch.float32)
+        if not bool(torch.isfinite(eps).all()) or bool((eps < 0).any()):
+            raise ValueError("eps must be finite and >= 0")
+        return eps
+
+    @staticmethod
+    def _method(method: str) -> str:
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        return method
+
+    def _labels(self, labels, batch: int) -> torch.Tensor:
+        labels = torch.as_tensor(labels).reshape(-1)
+        if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+            raise TypeError(f"labels must be integers, got {labels.dtype}")
+        if labels.numel() != batch:
+            raise ValueError(f"labels must have one entry per input ({batch}), got {labels.numel()}")
+        if bool(((labels < 0) | (labels >= self.num_outputs)).any()):
+            raise ValueError(f"labels must lie in [0, {self.num_outputs})")
+        return labels.long()
+
+    # ------------------------------------------------------------------ API
+    def bounds(self, x, eps, norm: str = "linf", method: str = "crown", *, domain=None, sound: bool = True) -> Bounds:
+        """Bounds on the logits over the ball of radius eps (a number or one per input) around each input."""
+        input_set = self._input_set(x, eps, norm, domain, sound)
+        both = reference.compute_bounds(self.graph, input_set, self._method(method), sound)
+        k = self.num_outputs
+        return Bounds(lower=both[:, :k], upper=-both[:, k:])
+
+    def margins(self, x, labels, eps, norm: str = "linf", method: str = "crown", *, domain=None,
+                sound: bool = True) -> torch.Tensor:
+        """Lower bounds on logit[label] - logit[j] for every j != label: (B, num_outputs - 1).
+
+        The margin matrix is folded into the back-substitution (for IBP: into the last Linear
+        layer), which is tighter than subtracting logit bounds."""
+        input_set = self._input_set(x, eps, norm, domain, sound)
+        labels = self._labels(labels, len(input_set.centre))
+        spec = margin_spec(labels, self.num_outputs)
+        return reference.compute_bounds(self.graph, input_set, self._method(method), sound, spec=spec)
+
+    def verify(self, x, labels, eps, norm: str = "linf", method: str = "crown", *, domain=None,
+               sound: bool = True) -> torch.Tensor:
+        """True where every margin's lower bound is > 0: the label is certified on the whole ball."""
+        return (self.margins(x, labels, eps, norm, method, domain=domain, sound=sound) > 0).all(dim=1)
+
+    def radius(self, x, labels, norm: str = "linf", method: str = "crown", *, tol: float = 1e-3,
+               max_eps: float = 1.0, domain=None, sound: bool = True) -> torch.Tensor:
+        """The largest certified eps per input, by bisection on [0, max_eps].
+
+        The returned radius r is certified: verify(x, labels, r) is True (or r = 0 when even the
+        point itself is not). Either verify at r + tol is False, or r = max_eps; r is within tol of
+        the largest eps that `verify` certifies when certification is monotone in eps (it is for
+        these methods up to rounding)."""
+        tol = _checks.positive_scale("tol", tol)
+        max_eps = _checks.positive_scale("max_eps", max_eps)
+        x = _checks.input_tensor("x", x, self.input_shape, batched=True)
+        labels = self._labels(labels, len(x))
+
+        def certified(eps: torch.Tensor) -> torch.Tensor:
+            return self.verify(x, labels, eps, norm, method, domain=domain, sound=sound)
+
+        lo = torch.zeros(len(x))
+        hi = torch.full((len(x),), max_eps)
+        at_max = certified(hi)
+        lo[at_max] = max_eps
+        ok_at_zero = certified(lo)
+        open_ = ~at_max & ok_at_zero
+        while bool(open_.any()) and bool(((hi - lo)[open_] > tol).any()):
+            mid = (lo + hi) / 2
+            ok = certified(torch.where(open_, mid, lo))
+            lo = torch.where(open_ & ok, mid, lo)
+            hi = torch.where(open_ & ~ok, mid, hi)
+            open_ = open_ & ((hi - lo) > tol)
+        return torch.where(ok_at_zero | at_max, lo, torch.zeros_like(lo))

@@ -1,0 +1,426 @@
+"""Plain-PyTorch, differentiable twin of the bound engine: IBP, CROWN and CROWN-IBP over a Graph.
+
+sound=True makes every bound hold in exact arithmetic for the real-number network (graph.py),
+not only in the float32 run that computed it:
+  - affine forward (IBP, centre-radius form; Gowal et al. 2018): y = fl(W c + b) +- R with
+      R >= fl(|W| r) / (1 - gamma_n)                       (the radius product, all terms >= 0)
+         + gamma_{n+1} (|W_i|_1 |c|_inf + |b_i|)           (error of the centre's dot product)
+    inflated for R's own rounding, and the results moved out by one ulp. gamma_n = n u / (1 - n u),
+    u = 2^-24 (Higham, Accuracy and Stability, Sec. 3.1; holds for any summation order and FMA).
+  - CROWN back-substitution (Zhang et al. 2018): each coefficient product fl(Lambda W) differs from
+    the exact one by at most gamma_n |Lambda| |W| elementwise; against inputs bounded by m in
+    magnitude this moves the bound by at most gamma_n |Lambda| (|W| m), a matrix-vector product,
+    which is added to a running slack. Constants and the final concretisation run in float64
+    with their own (tiny) error terms. The ReLU upper line keeps its rounded slope b and takes the
+    intercept max(-b l, u - b u) rounded up, so the line is above ReLU at l and u, hence on [l, u].
+  - Exactly-known real coefficients (batch norm, normalisation, 1/k^2) are intervals; their
+    width times the input magnitude joins the slack.
+sound=False gives the same algorithms in plain float arithmetic, for comparison and training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from certify.bounds.graph import Add, Conv2d, ElementwiseAffine, Graph, Input, Linear, ReLU, Reshape
+
+__all__ = ["InputSet", "ibp", "backward", "compute_bounds", "margin_spec", "UNIT_ROUNDOFF"]
+
+UNIT_ROUNDOFF = 2.0**-24  # float32
+U64 = 2.0**-53
+UNDERFLOW = 2.0**-140  # per-term allowance for subnormal products (Higham's eta is 2^-149)
+
+
+def gamma(n: int) -> float:
+    return n * UNIT_ROUNDOFF / (1 - n * UNIT_ROUNDOFF)
+
+
+def gamma64(n: int) -> float:
+    return n * U64 / (1 - n * U64)
+
+
+def down(t: torch.Tensor) -> torch.Tensor:
+    return torch.nextafter(t, torch.full_like(t, -float("inf")))
+
+
+def up(t: torch.Tensor) -> torch.Tensor:
+    return torch.nextafter(t, torch.full_like(t, float("inf")))
+
+
+def to_f32_down(t64: torch.Tensor) -> torch.Tensor:
+    return down(t64.float())
+
+
+def to_f32_up(t64: torch.Tensor) -> torch.Tensor:
+    return up(t64.float())
+
+
+def abs_max(box) -> torch.Tensor:
+    lower, upper = box
+    return torch.maximum(lower.abs(), upper.abs())
+
+
+@dataclass
+class InputSet:
+    """The inputs to bound: an l_inf ball (optionally clipped to a domain box) or an l2 ball.
+
+    centre: (B, *shape) float32; eps: (B,) float32. `box` is an enclosing box (exact for l_inf,
+    the cube around the ball for l2), rounded outward.
+    """
+
+    norm: str
+    centre: torch.Tensor
+    eps: torch.Tensor
+    box: tuple[torch.Tensor, torch.Tensor]
+
+    @staticmethod
+    def make(centre: torch.Tensor, eps: torch.Tensor, norm: str, domain=None, sound: bool = True) -> "InputSet":
+        e = eps.view(-1, *([1] * (centre.dim() - 1)))
+        lower, upper = centre - e, centre + e
+        if sound:
+            lower, upper = down(lower), up(upper)
+        if domain is not None and norm == "linf":
+            lower = lower.clamp(min=domain[0])
+            upper = upper.clamp(max=domain[1])
+        return InputSet(norm, centre, eps, (lower, upper))
+
+
+# ============================================================================ IBP
+def _centre_radius(lower, upper, sound):
+    c = (lower + upper) / 2
+    r = torch.maximum(upper - c, c - lower)
+    if sound:  # the sum, halving and subtractions are each within u relative
+        r = up(r * (1 + 4 * UNIT_ROUNDOFF))
+    return c, r
+
+
+def _affine_forward(box, linear_op, abs_op, row_l1, bias, n: int, sound: bool):
+    """IBP through y = W x + b given W x as linear_op and |W| x as abs_op (Linear or Conv2d)."""
+    c, r = _centre_radius(*box, sound)
+    yc = linear_op(c) + bias
+    yr = abs_op(r)
+    if not sound:
+        return yc - yr, yc + yr
+    c_max = c.flatten(1).abs().amax(1).view(-1, *([1] * (yc.dim() - 1)))
+    err_centre = gamma(n + 1) * (row_l1 * c_max + bias.abs())
+    radius = yr / (1 - gamma(n)) + err_centre
+    radius = up(radius * (1 + 4 * UNIT_ROUNDOFF) + n * UNDERFLOW)
+    return down(yc - radius), up(yc + radius)
+
+
+def _conv(layer: Conv2d, x, weight):
+    return F.conv2d(x, weight, None, layer.stride, layer.padding, layer.dilation, layer.groups)
+
+
+def _affine_coefficients(layer: ElementwiseAffine, sound: bool):
+    s_mid, t_mid = (layer.s_lo + layer.s_hi) / 2, (layer.t_lo + layer.t_hi) / 2
+    s_rad = torch.maximum(layer.s_hi - s_mid, s_mid - layer.s_lo)
+    t_rad = torch.maximum(layer.t_hi - t_mid, t_mid - layer.t_lo)
+    if sound:
+        s_rad, t_rad = up(s_rad), up(t_rad)
+    return s_mid, s_rad, t_mid, t_rad
+
+
+def ibp_step(graph: Graph, index: int, boxes: list, sound: bool):
+    node = graph.nodes[index]
+    layer = node.layer
+    batch = boxes[node.inputs[0]][0].shape[0] if node.inputs else None
+    if isinstance(layer, Linear):
+        box = tuple(b.reshape(batch, -1) for b in boxes[node.inputs[0]])
+        w = layer.weight
+        return _affine_forward(box, lambda x: x @ w.T, lambda x: x @ w.abs().T, w.abs().sum(1), layer.bias,
+                               w.shape[1], sound)
+    if isinstance(layer, Conv2d):
+        w = layer.weight
+        n = w.shape[1] * w.shape[2] * w.shape[3]
+        row_l1 = w.abs().sum((1, 2, 3)).view(-1, 1, 1)
+        return _affine_forward(boxes[node.inputs[0]], lambda x: _conv(layer, x, w),
+                               lambda x: _conv(layer, x, w.abs()), row_l1, layer.bias.view(-1, 1, 1), n, sound)
+    if isinstance(layer, ReLU):
+        lower, upper = boxes[node.inputs[0]]
+        return lower.clamp(min=0), upper.clamp(min=0)
+    if isinstance(layer, Reshape):
+        lower, upper = boxes[node.inputs[0]]
+        return lower.reshape(batch, *node.shape), upper.reshape(batch, *node.shape)
+    if isinstance(layer, ElementwiseAffine):
+        lower, upper = boxes[node.inputs[0]]
+        if not sound:
+            s_mid, _, t_mid, _ = _affine_coefficients(layer, False)
+            a, b = s_mid * lower + t_mid, s_mid * upper + t_mid
+            return torch.minimum(a, b), torch.maximum(a, b)
+        # Interval arithmetic in float64, where products of float32 numbers are exact.
+        l64, u64 = lower.double(), upper.double()
+        products = [s.double() * v for s in (layer.s_lo, layer.s_hi) for v in (l64, u64)]
+        lo = torch.stack(torch.broadcast_tensors(*products)).amin(0) + layer.t_lo.double()
+        hi = torch.stack(torch.broadcast_tensors(*products)).amax(0) + layer.t_hi.double()
+        return to_f32_down(lo), to_f32_up(hi)
+    if isinstance(layer, Add):
+        (la, ua), (lb, ub) = boxes[node.inputs[0]], boxes[node.inputs[1]]
+        if not sound:
+            return la + lb, ua + ub
+        return to_f32_down(la.double() + lb.double()), to_f32_up(ua.double() + ub.double())
+    raise TypeError(f"no IBP rule for {type(layer).__name__}")
+
+
+def ibp(graph: Graph, input_box, sound: bool = True, start: int = 1, boxes=None) -> list:
+    """Boxes (lower, upper) of every node's value, (B, *shape) each. With `boxes` given, recomputes
+    nodes from `start` on and keeps the tighter of old and new (both are valid)."""
+    if boxes is None:
+        boxes = [input_box] + [None] * (len(graph.nodes) - 1)
+    for i in range(start, len(graph.nodes)):
+        new = ibp_step(graph, i, boxes, sound)
+        if boxes[i] is not None:
+            new = (torch.maximum(new[0], boxes[i][0]), torch.minimum(new[1], boxes[i][1]))
+        boxes[i] = new
+    return boxes
+
+
+# ========================================================================= CROWN
+def relu_relaxation(lower, upper, sound: bool, lower_slope=None):
+    """Linear bounds alpha y <= relu(y) <= beta y + gamma on [lower, upper], elementwise.
+
+    Stable neurons are exact (1 or 0). Unstable ones: the chord beta = u / (u - l) on top and,
+    below, the adaptive slope alpha = 1 if u > -l else 0 (auto_LiRPA's default), or `lower_slope`.
+    """
+    active, inactive = lower >= 0, upper <= 0
+    unstable = ~(active | inactive)
+    span = torch.where(unstable, upper - lower, torch.ones_like(upper))
+    beta = torch.where(unstable, upper / span, active.to(upper.dtype))
+    if lower_slope is None:
+        lower_slope = (upper > -lower).to(upper.dtype)
+    alpha = torch.where(unstable, lower_slope, active.to(upper.dtype))
+    if sound:
+        b64, l64, u64 = beta.double(), lower.double(), upper.double()
+        intercept = torch.maximum(-b64 * l64, u64 - b64 * u64) * (1 + 2**-50)
+        intercept = torch.where(unstable, to_f32_up(intercept), torch.zeros_like(upper))
+    else:
+        intercept = torch.where(unstable, -beta * lower, torch.zeros_like(upper))
+    return alpha, beta, intercept
+
+
+class _Backward:
+    """State of one back-substitution: coefficients per node, the constant and the slack (float64)."""
+
+    def __init__(self, graph, boxes, sound, batch, rows):
+        self.graph, self.boxes, self.sound = graph, boxes, sound
+        self.lam: dict[int, torch.Tensor] = {}
+        self.const = torch.zeros(batch, rows, dtype=torch.float64)
+        self.slack = torch.zeros(batch, rows, dtype=torch.float64)
+
+    def magnitude(self, index: int) -> torch.Tensor:
+        return abs_max(self.boxes[index])
+
+    def push(self, index: int, lam: torch.Tensor) -> None:
+        if index in self.lam:
+            total = self.lam[index] + lam
+            if self.sound:  # the float32 sum of two coefficient contributions
+                m = self.magnitude(index).unsqueeze(1)
+                self.slack += UNIT_ROUNDOFF * (total.abs() * m).flatten(2).sum(-1).double()
+            self.lam[index] = total
+        else:
+            self.lam[index] = lam
+
+    def add_const(self, lam64_terms: torch.Tensor, abs_terms: torch.Tensor, n: int) -> None:
+        """const += sum of float64 terms; slack += the float64 rounding of that sum."""
+        self.const += lam64_terms
+        if self.sound:
+            self.slack += gamma64(n + 1) * abs_terms
+
+    def step(self, index: int, lam: torch.Tensor) -> None:
+        node = self.graph.nodes[index]
+        layer = node.layer
+        batch, rows = lam.shape[:2]
+        sound = self.sound
+        if isinstance(layer, Linear):
+            flat = lam.reshape(batch, rows, -1)
+            w, b = layer.weight, layer.bias
+            self.add_const(flat.double() @ b.double(), flat.abs().double() @ b.abs().double(), w.shape[0])
+            new = flat @ w
+            if sound:
+                n_out, n_in = w.shape
+                m = self.magnitude(node.inputs[0]).reshape(batch, -1)
+                wm = (m @ w.abs().T) / (1 - gamma(n_in))  # |W| m, rounded up enough
+                self.slack += gamma(n_out) * (flat.abs().double() @ wm.double().unsqueeze(-1)).squeeze(-1)
+            self.push(node.inputs[0], new)
+        elif isinstance(layer, Conv2d):
+            w, b = layer.weight, layer.bias
+            src_shape = self.graph.nodes[node.inputs[0]].shape
+            flat = lam.reshape(batch * rows, *node.shape)
+            self.add_const((lam.double().sum((-2, -1)) * b.double()).sum(-1),
+                           (lam.abs().double().sum((-2, -1)) * b.abs().double()).sum(-1), lam[0, 0].numel())
+            new = _conv_transpose(layer, flat, src_shape).reshape(batch, rows, *src_shape)
+            if sound:
+                c_out, c_in_g, kh, kw = w.shape
+                m = self.magnitude(node.inputs[0])
+                wm = _conv(layer, m, w.abs()) / (1 - gamma(c_in_g * kh * kw))
+                n = (c_out // layer.groups) * kh * kw
+                self.slack += gamma(n) * (lam.abs().double() * wm.double().unsqueeze(1)).flatten(2).sum(-1)
+            self.push(node.inputs[0], new)
+        elif isinstance(layer, ReLU):
+            lower, upper = self.boxes[node.inputs[0]]
+            alpha, beta, intercept = relu_relaxation(lower, upper, sound)
+            pos, neg = lam.clamp(min=0), lam.clamp(max=0)
+            new = pos * alpha.unsqueeze(1) + neg * beta.unsqueeze(1)
+            terms = (neg.double() * intercept.double().unsqueeze(1)).flatten(2)
+            self.add_const(terms.sum(-1), terms.abs().sum(-1), terms.shape[-1])
+            if sound:  # rounding of neg * beta (alpha is 0 or 1: exact)
+                m = self.magnitude(node.inputs[0]).unsqueeze(1)
+                self.slack += UNIT_ROUNDOFF * ((neg * beta.unsqueeze(1)).abs() * m).flatten(2).sum(-1).double()
+            self.push(node.inputs[0], new)
+        elif isinstance(layer, Reshape):
+            src_shape = self.graph.nodes[node.inputs[0]].shape
+            self.push(node.inputs[0], lam.reshape(batch, rows, *src_shape))
+        elif isinstance(layer, ElementwiseAffine):
+            s_mid, s_rad, t_mid, t_rad = _affine_coefficients(layer, sound)
+            new = lam * s_mid
+            terms = (lam.double() * t_mid.double()).flatten(2)
+            self.add_const(terms.sum(-1), terms.abs().sum(-1), terms.shape[-1])
+            if sound:
+                m = self.magnitude(node.inputs[0]).unsqueeze(1)
+                widths = lam.abs() * ((s_rad + UNIT_ROUNDOFF * s_mid.abs()) * m + t_rad)
+                self.slack += widths.flatten(2).sum(-1).double() * (1 + 8 * UNIT_ROUNDOFF)
+            self.push(node.inputs[0], new.expand(batch, rows, *self.graph.nodes[node.inputs[0]].shape))
+        elif isinstance(layer, Add):
+            for j in node.inputs:
+                self.push(j, lam)
+        else:
+            raise TypeError(f"no CROWN rule for {type(layer).__name__}")
+
+    def concretize_box(self, lam: torch.Tensor, box) -> torch.Tensor:
+        """min over the box of lam . z (float64, with its error in the slack)."""
+        c, r = _centre_radius(*box, self.sound)
+        flat = lam.flatten(2).double()
+        c64, r64 = c.flatten(1).double().unsqueeze(1), r.flatten(1).double().unsqueeze(1)
+        value = (flat * c64).sum(-1) - (flat.abs() * r64).sum(-1)
+        if self.sound:
+            self.slack += gamma64(flat.shape[-1] + 1) * ((flat.abs() * c64.abs()).sum(-1) + (flat.abs() * r64).sum(-1))
+        return value
+
+    def concretize_l2(self, lam: torch.Tensor, centre, eps) -> torch.Tensor:
+        flat = lam.flatten(2).double()
+        x64 = centre.flatten(1).double().unsqueeze(1)
+        norm = flat.norm(dim=-1)
+        value = (flat * x64).sum(-1) - eps.double().unsqueeze(1) * norm
+        if self.sound:
+            n = flat.shape[-1]
+            self.slack += gamma64(n + 1) * (flat.abs() * x64.abs()).sum(-1)
+            self.slack += gamma64(n + 2) * eps.double().unsqueeze(1) * norm * 2
+        return value
+
+
+def _conv_transpose(layer: Conv2d, lam: torch.Tensor, src_shape) -> torch.Tensor:
+    """The adjoint of the convolution: coefficients on the output map -> coefficients on the input."""
+    out_h, out_w = lam.shape[-2:]
+    kh, kw = layer.weight.shape[-2:]
+    extra = []
+    for size_in, size_out, k, s, p, d in zip(src_shape[1:], (out_h, out_w), (kh, kw), layer.stride,
+                                            layer.padding, layer.dilation):
+        extra.append(size_in - ((size_out - 1) * s - 2 * p + d * (k - 1) + 1))
+    return F.conv_transpose2d(lam, layer.weight, None, layer.stride, layer.padding, tuple(extra), layer.groups,
+                              layer.dilation)
+
+
+def backward(graph: Graph, start: int, spec: torch.Tensor, boxes: list, input_set: InputSet | None,
+             sound: bool = True, stop: int = 0) -> torch.Tensor:
+    """Lower bounds of spec . value(start) over the input set, (B, K) float32.
+
+    spec: (B, K, *shape of node start). Back-substitutes to node `stop`, then concretises: over the
+    input set when stop = 0, else over boxes[stop] (used to fold the margin into the last layer
+    for IBP). A bound is returned rounded down to float32.
+    """
+    batch, rows = spec.shape[:2]
+    state = _Backward(graph, boxes, sound, batch, rows)
+    state.lam[start] = spec
+    value = None
+    for index in range(start, stop - 1, -1):
+        lam = state.lam.pop(index, None)
+        if lam is None:
+            continue
+        if index == stop:
+            if stop == 0 and input_set.norm == "l2":
+                value = state.concretize_l2(lam, input_set.centre, input_set.eps)
+            else:
+                value = state.concretize_box(lam, input_set.box if stop == 0 else boxes[stop])
+            break
+        if isinstance(graph.nodes[index].layer, Input):
+            raise RuntimeError("back-substitution reached the input before its stop node")
+        state.step(index, lam)
+    if value is None or state.lam:
+        raise RuntimeError(f"back-substitution did not reach node {stop} from node {start} alone")
+    lower = state.const + value
+    if sound:
+        return to_f32_down(lower - state.slack * (1 + 1e-12))
+    return lower.float()
+
+
+# ========================================================================= driver
+def identity_spec(batch: int, node_shape, rows=None) -> torch.Tensor:
+    size = int(torch.tensor(node_shape).prod()) if node_shape else 1
+    eye = torch.eye(size)
+    if rows is not None:
+        eye = eye[rows]
+    return torch.cat([eye, -eye]).reshape(1, -1, *node_shape).expand(batch, -1, *node_shape)
+
+
+def margin_spec(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Rows e_y - e_j for every j != y: (B, num_classes - 1, num_classes)."""
+    batch = labels.shape[0]
+    eye = torch.eye(num_classes)
+    spec = eye[labels].unsqueeze(1) - eye.unsqueeze(0)  # (B, C, C), row j = e_y - e_j
+    keep = torch.ones(batch, num_classes, dtype=torch.bool)
+    keep[torch.arange(batch), labels] = False
+    return spec[keep].reshape(batch, num_classes - 1, num_classes)
+
+
+def tighten_intermediate(graph: Graph, boxes: list, input_set: InputSet, sound: bool) -> list:
+    """CROWN bounds on every ReLU's input, in order, each used for the next (Zhang et al. 2018)."""
+    for index, node in enumerate(graph.nodes):
+        if not isinstance(node.layer, ReLU):
+            continue
+        pre = node.inputs[0]
+        lower, upper = boxes[pre]
+        unstable = ((lower < 0) & (upper > 0)).reshape(lower.shape[0], -1).any(0).nonzero().flatten()
+        if len(unstable) == 0:
+            continue  # every neuron stable: tighter bounds would not change any relaxation
+        shape = graph.nodes[pre].shape
+        spec = identity_spec(lower.shape[0], shape, unstable)
+        both = backward(graph, pre, spec, boxes, input_set, sound)
+        k = len(unstable)
+        new_lower, new_upper = lower.reshape(lower.shape[0], -1).clone(), upper.reshape(upper.shape[0], -1).clone()
+        new_lower[:, unstable] = torch.maximum(new_lower[:, unstable], both[:, :k])
+        new_upper[:, unstable] = torch.minimum(new_upper[:, unstable], -both[:, k:])
+        boxes[pre] = (new_lower.reshape(lower.shape), new_upper.reshape(upper.shape))
+        boxes = ibp(graph, None, sound, start=pre + 1, boxes=boxes)
+    return boxes
+
+
+def compute_bounds(graph: Graph, input_set: InputSet, method: str, sound: bool = True,
+                   spec: torch.Tensor | None = None) -> torch.Tensor:
+    """Lower bounds of spec . f(x) over the input set, (B, K); spec None means [I; -I] on the logits.
+
+    method: "ibp" (intervals; with a spec and a final Linear layer, the spec is folded into it),
+    "crown-ibp" (IBP intermediate bounds, CROWN at the output) or "crown" (CROWN throughout).
+    """
+    batch = input_set.centre.shape[0]
+    out = graph.output
+    if spec is None:
+        spec = identity_spec(batch, out.shape)
+    boxes = ibp(graph, input_set.box, sound)
+    if method == "ibp":
+        if isinstance(out.layer, Linear):
+            return backward(graph, len(graph.nodes) - 1, spec, boxes, input_set, sound, stop=out.inputs[0])
+        lower, upper = boxes[-1]
+        pos, neg = spec.clamp(min=0), spec.clamp(max=0)
+        value = (pos.double() * lower.double().unsqueeze(1) + neg.double() * upper.double().unsqueeze(1)).flatten(2)
+        total = value.sum(-1)
+        if not sound:
+            return total.float()
+        return to_f32_down(total - gamma64(value.shape[-1]) * value.abs().sum(-1))
+    if method == "crown":
+        boxes = tighten_intermediate(graph, boxes, input_set, sound)
+    elif method != "crown-ibp":
+        raise ValueError(f"method must be 'ibp', 'crown' or 'crown-ibp', got {method!r}")
+    return backward(graph, len(graph.nodes) - 1, spec, boxes, input_set, sound)

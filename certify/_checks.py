@@ -69,6 +69,8 @@ def input_tensor(name: str, x, expected_shape: tuple[int, ...] | None, batched: 
         if shape != tuple(expected_shape):
             what = "each input of " + name if batched else name
             raise ValueError(f"{what} must have shape {tuple(expected_shape)} (the model's input shape), got {shape}")
+    if x.requires_grad:
+        x = x.detach()
     if x.numel() == 0:
         raise ValueError(f"{name} is empty")
     if not bool(torch.isfinite(x).all()):
@@ -90,9 +92,27 @@ def model_output(logits, batch: int, num_classes: int) -> torch.Tensor:
 
 
 def eval_mode(model) -> None:
-    """Smoothing needs independent draws: a module in training mode (dropout, batch statistics) is refused."""
-    if isinstance(model, torch.nn.Module) and model.training:
-        raise ValueError(
-            "the model is in training mode; call model.eval() first (batch-norm statistics in training "
-            "mode couple the noisy samples of a batch, which breaks the independence the bound assumes)"
-        )
+    """Smoothing needs independent draws: a module (or any of its sub-modules) in training mode
+    (dropout, batch statistics) is refused. A plain function is trusted: wrap modules in eval mode."""
+    if isinstance(model, torch.nn.Module):
+        training = [name or type(model).__name__ for name, m in model.named_modules() if m.training]
+        if training:
+            raise ValueError(
+                f"the model has modules in training mode ({', '.join(training[:3])}); call model.eval() first "
+                "(batch-norm statistics in training mode couple the noisy samples of a batch and change the "
+                "model, and dropout makes the draws depend on the batch)"
+            )
+
+
+def model_dtype(model, dtype: torch.dtype) -> None:
+    """An input whose dtype differs from the model's floating-point parameters is refused up front."""
+    if not isinstance(model, torch.nn.Module):
+        return
+    for param in model.parameters():
+        if param.is_floating_point():
+            if param.dtype != dtype:
+                raise TypeError(
+                    f"the input has dtype {dtype} but the model's parameters are {param.dtype}; "
+                    f"convert one of them (e.g. x.to({param.dtype}) or model.to({dtype}))"
+                )
+            return

@@ -21,6 +21,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from certify import demo as demo_module
 
+        # Checked before the training step, so a typo fails at once.
+        if args.inputs < 1:
+            parser.error(f"--inputs must be >= 1, got {args.inputs}")
+        if args.n < 1:
+            parser.error(f"--n must be >= 1, got {args.n}")
+        if not 0 < args.alpha < 1:
+            parser.error(f"--alpha must lie in (0, 1), got {args.alpha}")
+        if not (args.sigma > 0 and args.sigma < float("inf")):
+            parser.error(f"--sigma must be finite and > 0, got {args.sigma}")
+
         try:
             demo_module.run(args.out, sigma=args.sigma, num_inputs=args.inputs, n=args.n, alpha=args.alpha,
                             quiet=args.quiet)

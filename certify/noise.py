@@ -20,7 +20,23 @@ import torch
 from certify import _checks
 from certify._native import core
 
-__all__ = ["Noise", "Gaussian", "Laplace", "Uniform"]
+__all__ = ["Noise", "Gaussian", "Laplace", "Uniform", "TAIL_MASS"]
+
+# (noise, backend) -> (ideal mass the sampler cannot produce per unit, coordinates per unit).
+#   native Gaussian: Box-Muller pairs with u1 >= 2^-33 give R <= sqrt(66 ln 2) = 6.76, and
+#     P(R > r) = exp(-r^2 / 2), so 2^-33 per pair of coordinates.
+#   native Laplace: v >= 2^-32 gives |z| <= 32 ln 2 lambda, a mass of 2^-32 per coordinate.
+#   torch's generator (the twin): float Box-Muller on 24-bit uniforms, 2^-24 per pair; its
+#     exponential is taken to stop at the same 24-bit resolution, 2^-24 per coordinate.
+#   Uniform noise: bounded, nothing cut.
+TAIL_MASS = {
+    ("Gaussian", "native"): (2.0**-33, 2),
+    ("Laplace", "native"): (2.0**-32, 1),
+    ("Uniform", "native"): (0.0, 1),
+    ("Gaussian", "torch"): (2.0**-24, 2),
+    ("Laplace", "torch"): (2.0**-24, 1),
+    ("Uniform", "torch"): (0.0, 1),
+}
 
 
 class Noise:
@@ -43,6 +59,14 @@ class Noise:
     def sample_torch(self, shape, generator: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
         """Noise from torch's own generator: the plain-PyTorch twin's source (not Philox)."""
         raise NotImplementedError  # pragma: no cover
+
+    def tail_mass(self, dim: int, backend: str = "native") -> float:
+        """Probability, under the ideal noise on `dim` coordinates, of the draws the sampler cannot
+        produce (its tails stop where its uniforms do). Subtracted from p_lower: by coupling,
+        P_ideal(f = A) >= P_sampler(f = A) - tail_mass. Values in TAIL_MASS below."""
+        per_unit, coordinates_per_unit = TAIL_MASS[(type(self).__name__, backend)]
+        units = -(-int(dim) // coordinates_per_unit)
+        return min(1.0, units * per_unit)
 
 
 @dataclass(frozen=True)

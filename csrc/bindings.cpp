@@ -66,7 +66,8 @@ py::array_t<uint32_t> philox(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3,
   return out;
 }
 
-py::tuple smoothing_bounds(int kind, double scale, const CArray<int64_t>& k, int64_t n, double alpha) {
+py::tuple smoothing_bounds(int kind, double scale, const CArray<int64_t>& k, int64_t n, double alpha,
+                           double tail_mass) {
   if (kind < 0 || kind > 2) throw std::invalid_argument("smoothing_bounds: kind must be 0, 1 or 2");
   if (n < 1) throw std::invalid_argument("smoothing_bounds: n must be at least 1");
   py::array_t<double> p_lower(k.size()), radius(k.size());
@@ -76,7 +77,8 @@ py::tuple smoothing_bounds(int kind, double scale, const CArray<int64_t>& k, int
   for (py::ssize_t i = 0; i < k.size(); ++i) {
     if (kv.data(0)[i] < 0) throw std::invalid_argument("smoothing_bounds: counts must be >= 0");
     const SmoothingBound b = smoothing_bound(static_cast<NoiseKind>(kind), scale,
-                                             static_cast<uint64_t>(kv.data(0)[i]), static_cast<uint64_t>(n), alpha);
+                                             static_cast<uint64_t>(kv.data(0)[i]), static_cast<uint64_t>(n), alpha,
+                                             tail_mass);
     pv(i) = b.p_lower;
     rv(i) = b.radius;
   }
@@ -125,7 +127,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("laplace_l1_radius", py::vectorize(laplace_l1_radius), py::arg("scale"), py::arg("q"));
   m.def("uniform_l1_radius", py::vectorize(uniform_l1_radius), py::arg("half_width"), py::arg("q"));
   m.def("smoothing_bounds", &smoothing_bounds, py::arg("kind"), py::arg("scale"), py::arg("k"), py::arg("n"),
-        py::arg("alpha"), "(p_lower, radius) per count k of the selected class in n samples");
+        py::arg("alpha"), py::arg("tail_mass") = 0.0,
+        "(p_lower, radius) per count k of the selected class in n samples, less the sampler's tail mass");
 
   m.def("get_num_threads", &get_num_threads, "Threads the native CPU kernels use");
   m.def("set_num_threads", &set_num_threads, py::arg("n"), "Sets the threads of the native CPU kernels");

@@ -166,3 +166,54 @@ def test_cuda_tensor_is_refused_by_native_path():
     g = certify.Smoothed(threshold_model(), 2, certify.Gaussian(0.5))
     with pytest.raises(ValueError, match="CPU only"):
         g.certify(torch.zeros(2, device="cuda"), n0=5, n=10)
+
+
+def test_submodule_in_training_mode_is_refused():
+    net = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2)).eval()
+    net[1].train()
+    with pytest.raises(ValueError, match="training mode.*1"):
+        certify.Smoothed(net, 2, certify.Gaussian(0.5)).certify(torch.zeros(2), n0=5, n=10)
+
+
+def test_dtype_mismatch_with_model_is_refused():
+    net = torch.nn.Linear(2, 2).eval()
+    with pytest.raises(TypeError, match="float64.*float32"):
+        certify.Smoothed(net, 2, certify.Gaussian(0.5)).certify(torch.zeros(2, dtype=torch.float64), n0=5, n=10)
+
+
+def test_model_failure_names_the_batch_shape(cnn):
+    g = certify.Smoothed(cnn, 10, certify.Gaussian(0.5))
+    with pytest.raises(RuntimeError, match=r"shape \(5, 1, 1, 8, 8\).*without the batch dimension"):
+        g.certify(torch.rand(1, 1, 8, 8), n0=5, n=10, batch_size=5)
+
+
+def test_input_with_requires_grad_is_accepted():
+    g = certify.Smoothed(threshold_model(), 2, certify.Gaussian(0.25))
+    assert g.certify(torch.tensor([2.0, 0.0], requires_grad=True), n0=10, n=100).prediction == 1
+
+
+def test_input_index_is_named_in_errors():
+    g = certify.Smoothed(threshold_model(), 2, certify.Gaussian(0.25))
+    with pytest.raises(ValueError, match="input_index"):
+        g.certify(torch.zeros(2), n0=5, n=10, input_index=2**32)
+
+
+def test_sampler_tail_mass_is_taken_from_p_lower():
+    """The ideal mass the sampler cannot draw (2^-33 per Gaussian pair, 2^-32 per Laplace
+    coordinate) comes off p_lower before the radius."""
+    gaussian, laplace = certify.Gaussian(0.5), certify.Laplace(0.5)
+    assert gaussian.tail_mass(3072) == 1536 * 2.0**-33
+    assert gaussian.tail_mass(3) == 2 * 2.0**-33  # the padded pair counts
+    assert laplace.tail_mass(10) == 10 * 2.0**-32
+    assert certify.Uniform(0.5).tail_mass(10**6) == 0.0
+    hits = np.array([999_990])
+    from certify.smoothing.smoothed import smoothing_bounds
+
+    p0, r0 = smoothing_bounds(gaussian, hits, 10**6, 0.001, 0.0)
+    mass = gaussian.tail_mass(150_528)  # an ImageNet-sized input
+    p1, r1 = smoothing_bounds(gaussian, hits, 10**6, 0.001, mass)
+    assert p1[0] <= p0[0] - mass and p1[0] == pytest.approx(p0[0] - mass, abs=1e-15)
+    assert r1[0] < r0[0] and r1[0] == pytest.approx(float(gaussian.radius(p1[0])), rel=1e-9)
+    # A tail mass that eats the margin above 1/2 makes CERTIFY abstain.
+    _, r2 = smoothing_bounds(gaussian, np.array([520]), 1000, 0.5, 0.03)
+    assert r2[0] == 0.0

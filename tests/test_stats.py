@@ -220,3 +220,10 @@ def test_bad_arguments_raise():
         _core.clopper_pearson_lower(11, 10, 0.05)  # the C++ contract, too
     with pytest.raises(ValueError, match="p_lower"):
         certify.Gaussian(1.0).radius(1.5)
+
+
+def test_normal_quantile_in_the_far_tail():
+    for q in [1e-250, 1e-290, 1e-300, 1e-310, 5e-324]:
+        got = float(stats.normal_upper_quantile(q))
+        back = mpmath.erfc(mpmath.mpf(got) / mpmath.sqrt(2)) / 2  # Q(got) in 40 digits
+        assert abs(back / q - 1) < 1e-10, (q, got)

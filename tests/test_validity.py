@@ -71,7 +71,7 @@ def test_wrong_certificate_rate_is_at_most_alpha(noise, p_a):
 
 
 def test_the_rate_test_catches_a_normal_approximation_bound(monkeypatch):
-    def wald_bounds(noise, hits, n, alpha):
+    def wald_bounds(noise, hits, n, alpha, tail_mass=0.0):
         phat = hits / n
         p_lower = phat - st.norm.isf(alpha) * np.sqrt(phat * (1 - phat) / n)
         return p_lower, np.where(p_lower > 0.5, noise.radius(np.clip(p_lower, 0, 1)), 0.0)

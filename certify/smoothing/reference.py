@@ -51,7 +51,8 @@ def certify_batch(model, xs, num_classes, noise, n0, n, alpha, batch_size, seed,
         g_estimate = _generator(seed, index, Stream.ESTIMATE, "cpu")
         selection.append(sample_counts(model, x, num_classes, noise, n0, batch_size, g_select))
         estimation.append(sample_counts(model, x, num_classes, noise, n, batch_size, g_estimate))
-    return finish_certify(np.stack(selection), np.stack(estimation), n0, n, alpha, noise)
+    return finish_certify(np.stack(selection), np.stack(estimation), n0, n, alpha, noise,
+                          noise.tail_mass(xs[0].numel(), "torch"))
 
 
 def predict(model, x, num_classes, noise, n, alpha, batch_size, seed, input_index) -> int:

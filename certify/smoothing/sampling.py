@@ -69,7 +69,16 @@ def count_classes(
                     seed, int(input_indices[i]), stream, start,
                 )
                 row += take
-            logits = _checks.model_output(model(buffer[:rows].view(rows, *input_shape)), rows, num_classes)
+            batch = buffer[:rows].view(rows, *input_shape)
+            try:
+                logits = model(batch)
+            except Exception as exc:
+                raise RuntimeError(
+                    f"the model failed on a batch of noisy inputs of shape {tuple(batch.shape)} ({exc}). "
+                    "x must be one input without the batch dimension (xs: inputs along the first dimension); "
+                    "pass input_shape= to Smoothed to have shapes checked up front"
+                ) from exc
+            logits = _checks.model_output(logits, rows, num_classes)
             predictions = logits.argmax(dim=1).cpu()
             owner = torch.arange(done, done + rows) // num - first
             local = torch.bincount(owner * num_classes + predictions, minlength=(last - first + 1) * num_classes)

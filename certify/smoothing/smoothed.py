@@ -68,6 +68,7 @@ class Smoothed:
         certificate.
         """
         x = _checks.input_tensor("x", x, self.input_shape, batched=False)
+        input_index = _checks.index("input_index", input_index)
         result = self.certify_batch(
             x.unsqueeze(0), n0=n0, n=n, alpha=alpha, batch_size=batch_size, seed=seed,
             start_index=input_index, progress=progress,
@@ -92,6 +93,7 @@ class Smoothed:
         seed = _checks.seed(seed)
         start_index = _checks.index("start_index", start_index, limit=2**32 - len(xs) + 1)
         _checks.eval_mode(self.model)
+        _checks.model_dtype(self.model, xs.dtype)
         if self.backend == "torch":
             return reference.certify_batch(
                 self.model, xs, self.num_classes, self.noise, n0, n, alpha, batch_size, seed, start_index
@@ -111,7 +113,8 @@ class Smoothed:
             self.model, xs, indices, self.num_classes, self.noise, n, Stream.ESTIMATE, seed, batch_size,
             None if tick is None else tick(len(xs) * n0),
         )
-        return finish_certify(selection, estimation, n0, n, alpha, self.noise)
+        return finish_certify(selection, estimation, n0, n, alpha, self.noise,
+                              self.noise.tail_mass(xs[0].numel(), "native"))
 
     # ------------------------------------------------------------------ PREDICT
     def predict(
@@ -128,6 +131,7 @@ class Smoothed:
         seed = _checks.seed(seed)
         input_index = _checks.index("input_index", input_index)
         _checks.eval_mode(self.model)
+        _checks.model_dtype(self.model, x.dtype)
         if self.backend == "torch":
             return reference.predict(self.model, x, self.num_classes, self.noise, n, alpha, batch_size, seed, input_index)
         require_cpu(x, "x")
@@ -139,12 +143,13 @@ class Smoothed:
 
 
 def finish_certify(
-    selection: np.ndarray, estimation: np.ndarray, n0: int, n: int, alpha: float, noise: Noise
+    selection: np.ndarray, estimation: np.ndarray, n0: int, n: int, alpha: float, noise: Noise, tail_mass: float
 ) -> SmoothingResults:
-    """CERTIFY's last step from the two draws' class counts, (B, C) each; shared with the twin."""
+    """CERTIFY's last step from the two draws' class counts, (B, C) each; shared with the twin.
+    tail_mass: what the sampler's cut tails take from p_lower (Noise.tail_mass)."""
     chosen = selection.argmax(axis=1)
     hits = estimation[np.arange(len(chosen)), chosen].astype(np.int64)
-    p_lower, radius = smoothing_bounds(noise, hits, n, alpha)
+    p_lower, radius = smoothing_bounds(noise, hits, n, alpha, tail_mass)
     certified = p_lower > 0.5
     return SmoothingResults(
         prediction=np.where(certified, chosen, ABSTAIN).astype(np.int64),
@@ -157,10 +162,13 @@ def finish_certify(
     )
 
 
-def smoothing_bounds(noise: Noise, hits: np.ndarray, n: int, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+def smoothing_bounds(noise: Noise, hits: np.ndarray, n: int, alpha: float,
+                     tail_mass: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """(p_lower, radius) per input from k_A = hits of the chosen class in n samples: the one-sided
-    Clopper-Pearson lower bound at level alpha and the noise's radius there (0 when p_lower <= 1/2)."""
-    return core.smoothing_bounds(noise.kind, noise.scale, np.ascontiguousarray(hits, dtype=np.int64), n, alpha)
+    Clopper-Pearson lower bound at level alpha, less tail_mass, and the noise's radius there
+    (0 when p_lower <= 1/2)."""
+    return core.smoothing_bounds(noise.kind, noise.scale, np.ascontiguousarray(hits, dtype=np.int64), n, alpha,
+                                 tail_mass)
 
 
 def predict_from_counts(counts: np.ndarray, alpha: float) -> int:

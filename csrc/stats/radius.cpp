@@ -1,5 +1,6 @@
 #include "stats/radius.h"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -52,9 +53,16 @@ double uniform_l1_radius(double half_width, double q) {
 
 namespace certify {
 
-SmoothingBound smoothing_bound(NoiseKind kind, double scale, uint64_t k, uint64_t n, double alpha) {
+SmoothingBound smoothing_bound(NoiseKind kind, double scale, uint64_t k, uint64_t n, double alpha,
+                               double tail_mass) {
+  if (!(tail_mass >= 0.0 && tail_mass < 1.0))
+    throw std::invalid_argument("smoothing_bound: tail_mass must lie in [0, 1)");
   double q;
-  const double p_lower = clopper_pearson_lower(k, n, alpha, &q);
+  double p_lower = clopper_pearson_lower(k, n, alpha, &q);
+  if (tail_mass > 0.0) {  // q + tail_mass, rounded up; p_lower = 1 - q, rounded down
+    q = std::min(1.0, std::nextafter(q + tail_mass, INFINITY));
+    p_lower = std::max(0.0, std::nextafter(1.0 - q, 0.0));
+  }
   if (!(p_lower > 0.5)) return {p_lower, 0.0};
   switch (kind) {
     case NoiseKind::kGaussian: return {p_lower, gaussian_l2_radius(scale, q)};

@@ -29,12 +29,18 @@ double uniform_l1_radius(double half_width, double q);
 namespace certify {
 
 // CERTIFY's last step (Cohen et al. 2019, Alg. CERTIFY): from k_A hits of the selected
-// class in n samples, p_lower = one-sided Clopper-Pearson lower bound at level alpha and
-// the radius of `kind` at that bound (0 when p_lower <= 1/2, where CERTIFY abstains).
+// class in n samples, p_lower = one-sided Clopper-Pearson lower bound at level alpha, less
+// `tail_mass`, and the radius of `kind` at that bound (0 when p_lower <= 1/2: abstain).
+//
+// tail_mass is the probability, under the ideal noise, of the draws the sampler cannot produce
+// (its tails are cut where the uniforms stop, e.g. |z| <= 6.76 for Box-Muller on 2^-33). Coupling
+// the sampler with the ideal noise, P_ideal(f = A) >= P_sampler(f = A) - tail_mass, so the
+// subtracted bound is a lower bound for the ideal smoothed classifier.
 struct SmoothingBound {
   double p_lower;
   double radius;
 };
-SmoothingBound smoothing_bound(NoiseKind kind, double scale, uint64_t k, uint64_t n, double alpha);
+SmoothingBound smoothing_bound(NoiseKind kind, double scale, uint64_t k, uint64_t n, double alpha,
+                               double tail_mass);
 
 }  // namespace certify

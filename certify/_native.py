@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 try:
+    # The extension links OpenBLAS from the scipy-openblas32 package (RPATH to its lib folder);
+    # loading it first, globally, also covers installs where the two packages are not side by side.
+    import ctypes
+    import os
+
+    import scipy_openblas32
+
+    ctypes.CDLL(os.path.join(scipy_openblas32.get_lib_dir(), "lib" + scipy_openblas32.get_library() + ".so"),
+                mode=ctypes.RTLD_GLOBAL)
     from certify import _core as core
 except ImportError as exc:  # pragma: no cover - only on a broken install
     raise ImportError(

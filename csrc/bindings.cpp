@@ -20,6 +20,12 @@
 namespace py = pybind11;
 using namespace certify;
 
+namespace certify {
+namespace bounds {
+void bind(py::module_& m);  // csrc/bounds/bindings_bounds.cpp
+}  // namespace bounds
+}  // namespace certify
+
 namespace {
 
 template <typename T>
@@ -135,5 +141,6 @@ PYBIND11_MODULE(_core, m) {
   m.def("built_with_cuda", &built_with_cuda);
   m.def("cuda_device_count", &cuda_device_count);
   m.attr("MAX_SAMPLE_INDEX") = kMaxSampleIndex;
+  certify::bounds::bind(m);
   m.attr("MAX_STREAM") = kMaxStream;
 }

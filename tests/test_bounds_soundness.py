@@ -60,13 +60,14 @@ def pgd_extremes(model64, x, eps, norm, domain, steps=25):
     return torch.cat(found)
 
 
+@pytest.mark.parametrize("engine", ["native", "torch"])
 @pytest.mark.parametrize("name", list(MODELS))
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("norm,domain,eps", SETS, ids=["linf", "linf-domain", "l2"])
-def test_points_and_attacks_stay_inside_sound_bounds(name, method, norm, domain, eps):
+def test_points_and_attacks_stay_inside_sound_bounds(name, method, norm, domain, eps, engine):
     model, shape = build(name)
     model64 = build(name)[0].double()
-    bounded = certify.BoundedModel(model, shape)
+    bounded = certify.BoundedModel(model, shape, engine=engine)
     x = torch.rand(2, *shape)
     b = bounded.bounds(x, eps, norm=norm, method=method, domain=domain)
     assert torch.isfinite(b.lower).all() and torch.isfinite(b.upper).all()
@@ -108,7 +109,8 @@ def exact_linear(weight, bias, x):
     return [sum(wi * xi for wi, xi in zip(row, xs)) + Fraction(float(b)) for row, b in zip(w, bias.tolist())]
 
 
-def test_rounding_matters_plain_bounds_fail_sound_bounds_hold():
+@pytest.mark.parametrize("engine", ["native", "torch"])
+def test_rounding_matters_plain_bounds_fail_sound_bounds_hold(engine):
     """Large cancelling weights and a long sum: the float32 result is off by far more than the
     (zero) width of the input set, so plain bounds miss the exact output; sound bounds do not."""
     torch.manual_seed(0)
@@ -119,7 +121,7 @@ def test_rounding_matters_plain_bounds_fail_sound_bounds_hold():
         layer.weight.copy_(torch.cat([big, -big], dim=1) + torch.randn(4, n) * 1e-2)
         layer.bias.copy_(torch.randn(4) * 1e6)
     model = torch.nn.Sequential(layer).eval()
-    bounded = certify.BoundedModel(model, (n,))
+    bounded = certify.BoundedModel(model, (n,), engine=engine)
     x = (1 + torch.rand(3, n) * 1e-3)  # irregular float32 values
     missed_plain = 0
     for method in METHODS:
@@ -135,7 +137,8 @@ def test_rounding_matters_plain_bounds_fail_sound_bounds_hold():
     assert missed_plain > 0  # the network does make float32 rounding matter
 
 
-def test_rounding_matters_through_relu_layers():
+@pytest.mark.parametrize("engine", ["native", "torch"])
+def test_rounding_matters_through_relu_layers(engine):
     """A deeper version: cancelling layers around ReLUs, checked against float64 evaluation."""
     torch.manual_seed(1)
     n = 128
@@ -146,7 +149,7 @@ def test_rounding_matters_through_relu_layers():
             half = torch.randn(n, n // 2) * 3e3
             layer.weight.copy_(torch.cat([half, -half], dim=1) + torch.randn(n, n))
             layer.bias.copy_(torch.randn(n) * 10)
-    bounded = certify.BoundedModel(model, (n,))
+    bounded = certify.BoundedModel(model, (n,), engine=engine)
     x = 1 + torch.rand(2, n) * 1e-3
     with torch.no_grad():
         exact = model.double()(x.double())

@@ -11,12 +11,14 @@ import torch
 from certify import _checks
 from certify.bounds import reference
 from certify.bounds.graph import Graph, trace
+from certify.bounds.native import NativeEngine
 from certify.bounds.reference import InputSet, margin_spec
 
 __all__ = ["BoundedModel", "Bounds"]
 
 METHODS = ("ibp", "crown", "crown-ibp")
 NORMS = ("linf", "l2")
+ENGINES = ("native", "torch")
 
 
 @dataclass(frozen=True)
@@ -42,16 +44,31 @@ class BoundedModel:
     Every method takes `sound=True` (default): bounds hold in exact arithmetic for the network as
     a real-valued function of its float32 parameters; `sound=False` gives plain float32 bounds.
     `domain=(lo, hi)` intersects an l_inf ball with the box [lo, hi] (e.g. (0, 1) for pixels).
+
+    engine: "native" (the C++ engine: OpenBLAS GEMMs, OpenMP, CPU) or "torch" (the plain-PyTorch,
+    differentiable twin in certify.bounds.reference: the tests' reference and the path for
+    certified training). Both run the same algorithms with the same rounding allowances.
     """
 
-    def __init__(self, model: torch.nn.Module, input_shape, *, graph: Graph | None = None):
+    def __init__(self, model: torch.nn.Module, input_shape, *, engine: str = "native", graph: Graph | None = None):
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
         self.input_shape = tuple(int(d) for d in input_shape)
         self.graph = graph if graph is not None else trace(model, self.input_shape)
         self.num_outputs = int(np.prod(self.graph.output.shape))
+        self.engine = engine
+        self._native = NativeEngine(self.graph) if engine == "native" else None
+
+    def _compute(self, input_set, method, sound, spec=None) -> torch.Tensor:
+        if self._native is not None:
+            return self._native.compute_bounds(input_set, method, sound, spec)
+        return reference.compute_bounds(self.graph, input_set, method, sound, spec=spec)
 
     # ------------------------------------------------------------------ checks
     def _input_set(self, x, eps, norm, domain, sound) -> InputSet:
         x = _checks.input_tensor("x", x, self.input_shape, batched=True).to(torch.float32)
+        if x.device.type != "cpu":
+            raise ValueError(f"x is on {x.device}; the bound engines run on the CPU in this build")
         if norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
         eps = self._eps(eps, len(x))
@@ -103,7 +120,7 @@ class BoundedModel:
     def bounds(self, x, eps, norm: str = "linf", method: str = "crown", *, domain=None, sound: bool = True) -> Bounds:
         """Bounds on the logits over the ball of radius eps (a number or one per input) around each input."""
         input_set = self._input_set(x, eps, norm, domain, sound)
-        both = reference.compute_bounds(self.graph, input_set, self._method(method), sound)
+        both = self._compute(input_set, self._method(method), sound)
         k = self.num_outputs
         return Bounds(lower=both[:, :k], upper=-both[:, k:])
 
@@ -116,7 +133,7 @@ class BoundedModel:
         input_set = self._input_set(x, eps, norm, domain, sound)
         labels = self._labels(labels, len(input_set.centre))
         spec = margin_spec(labels, self.num_outputs)
-        return reference.compute_bounds(self.graph, input_set, self._method(method), sound, spec=spec)
+        return self._compute(input_set, self._method(method), sound, spec=spec)
 
     def verify(self, x, labels, eps, norm: str = "linf", method: str = "crown", *, domain=None,
                sound: bool = True) -> torch.Tensor:

@@ -32,6 +32,7 @@ __all__ = ["InputSet", "ibp", "backward", "compute_bounds", "margin_spec", "UNIT
 UNIT_ROUNDOFF = 2.0**-24  # float32
 U64 = 2.0**-53
 UNDERFLOW = 2.0**-140  # per-term allowance for subnormal products (Higham's eta is 2^-149)
+ROW_CHUNK = 256  # intermediate neurons bounded per back-substitution
 
 
 def gamma(n: int) -> float:
@@ -386,12 +387,17 @@ def tighten_intermediate(graph: Graph, boxes: list, input_set: InputSet, sound: 
         if len(unstable) == 0:
             continue  # every neuron stable: tighter bounds would not change any relaxation
         shape = graph.nodes[pre].shape
-        spec = identity_spec(lower.shape[0], shape, unstable)
-        both = backward(graph, pre, spec, boxes, input_set, sound)
-        k = len(unstable)
-        new_lower, new_upper = lower.reshape(lower.shape[0], -1).clone(), upper.reshape(upper.shape[0], -1).clone()
-        new_lower[:, unstable] = torch.maximum(new_lower[:, unstable], both[:, :k])
-        new_upper[:, unstable] = torch.minimum(new_upper[:, unstable], -both[:, k:])
+        batch = lower.shape[0]
+        new_lower, new_upper = lower.reshape(batch, -1).clone(), upper.reshape(batch, -1).clone()
+        for chunk in unstable.split(ROW_CHUNK):  # bounded memory: (B, 2 chunk, size) coefficients
+            spec = identity_spec(batch, shape, chunk)
+            both = backward(graph, pre, spec, boxes, input_set, sound)
+            k = len(chunk)
+            # Only neurons unstable for that input take the new bound (stable ones keep theirs, as in
+            # the native engine, which computes rows for unstable (input, neuron) pairs alone).
+            mask = (new_lower[:, chunk] < 0) & (new_upper[:, chunk] > 0)
+            new_lower[:, chunk] = torch.where(mask, torch.maximum(new_lower[:, chunk], both[:, :k]), new_lower[:, chunk])
+            new_upper[:, chunk] = torch.where(mask, torch.minimum(new_upper[:, chunk], -both[:, k:]), new_upper[:, chunk])
         boxes[pre] = (new_lower.reshape(lower.shape), new_upper.reshape(upper.shape))
         boxes = ibp(graph, None, sound, start=pre + 1, boxes=boxes)
     return boxes

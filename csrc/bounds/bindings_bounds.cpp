@@ -1,0 +1,171 @@
+// certify._core.BoundNetwork: the bound engine's Python face. Layers are added in the graph's
+// topological order (certify/bounds/native.py does this from a traced Graph); compute() runs
+// one query with the GIL released.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include <cblas.h>
+
+#include "bounds/network.h"
+
+namespace py = pybind11;
+
+namespace certify {
+namespace bounds {
+namespace {
+
+using FArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
+
+std::vector<float> to_vector(const FArray& a) { return std::vector<float>(a.data(), a.data() + a.size()); }
+
+class PyNetwork {
+ public:
+  int add_input(int64_t size) {
+    if (!net_.layers.empty()) throw std::invalid_argument("the input must be the first layer");
+    Layer L{LayerKind::kInput, {}, size};
+    return add(std::move(L));
+  }
+
+  int add_linear(int src, const FArray& weight, const FArray& bias) {
+    if (weight.ndim() != 2) throw std::invalid_argument("linear weight must be 2-D");
+    Layer L{LayerKind::kLinear, {check(src)}, weight.shape(0)};
+    L.out = weight.shape(0);
+    L.in = weight.shape(1);
+    if (L.in != size_of(src) || bias.size() != L.out) throw std::invalid_argument("linear: shapes do not match");
+    set_weights(L, weight, bias, L.out);
+    return add(std::move(L));
+  }
+
+  int add_conv(int src, const FArray& weight, const FArray& bias, py::tuple in_shape, py::tuple out_shape,
+               py::tuple stride, py::tuple padding, py::tuple dilation, int64_t groups) {
+    if (weight.ndim() != 4) throw std::invalid_argument("conv weight must be 4-D");
+    ConvShape s;
+    s.c_in = in_shape[0].cast<int64_t>();
+    s.h_in = in_shape[1].cast<int64_t>();
+    s.w_in = in_shape[2].cast<int64_t>();
+    s.c_out = out_shape[0].cast<int64_t>();
+    s.h_out = out_shape[1].cast<int64_t>();
+    s.w_out = out_shape[2].cast<int64_t>();
+    s.kh = weight.shape(2);
+    s.kw = weight.shape(3);
+    s.sh = stride[0].cast<int64_t>();
+    s.sw = stride[1].cast<int64_t>();
+    s.ph = padding[0].cast<int64_t>();
+    s.pw = padding[1].cast<int64_t>();
+    s.dh = dilation[0].cast<int64_t>();
+    s.dw = dilation[1].cast<int64_t>();
+    s.groups = groups;
+    if (weight.shape(0) != s.c_out || weight.shape(1) * groups != s.c_in || bias.size() != s.c_out ||
+        s.c_in * s.h_in * s.w_in != size_of(src))
+      throw std::invalid_argument("conv: shapes do not match");
+    Layer L{LayerKind::kConv2d, {check(src)}, s.c_out * s.h_out * s.w_out};
+    L.conv = s;
+    set_weights(L, weight, bias, s.c_out);
+    return add(std::move(L));
+  }
+
+  int add_relu(int src) { return add(Layer{LayerKind::kReLU, {check(src)}, size_of(src)}); }
+  int add_reshape(int src) { return add(Layer{LayerKind::kReshape, {check(src)}, size_of(src)}); }
+
+  int add_affine(int src, const FArray& s_lo, const FArray& s_hi, const FArray& t_lo, const FArray& t_hi) {
+    const int64_t size = size_of(check(src));
+    for (const FArray* a : {&s_lo, &s_hi, &t_lo, &t_hi})
+      if (a->size() != size) throw std::invalid_argument("affine: coefficients must have the layer's size");
+    Layer L{LayerKind::kAffine, {src}, size};
+    L.s_lo = to_vector(s_lo);
+    L.s_hi = to_vector(s_hi);
+    L.t_lo = to_vector(t_lo);
+    L.t_hi = to_vector(t_hi);
+    return add(std::move(L));
+  }
+
+  int add_add(int a, int b) {
+    if (size_of(check(a)) != size_of(check(b))) throw std::invalid_argument("add: sizes differ");
+    return add(Layer{LayerKind::kAdd, {a, b}, size_of(a)});
+  }
+
+  py::array_t<float> compute(const FArray& centre, const FArray& eps, const FArray& box_lower, const FArray& box_upper,
+                             int norm, int method, bool sound, const FArray& spec) {
+    if (net_.layers.size() < 2) throw std::invalid_argument("the network has no layers");
+    const int64_t batch = centre.shape(0), n_in = net_.layers[0].size, n_out = net_.layers.back().size;
+    if (centre.size() != batch * n_in || box_lower.size() != batch * n_in || box_upper.size() != batch * n_in ||
+        eps.size() != batch)
+      throw std::invalid_argument("compute: input shapes do not match the network");
+    if (spec.ndim() != 3 || spec.shape(0) != batch || spec.shape(2) != n_out)
+      throw std::invalid_argument("compute: spec must have shape (batch, rows, outputs)");
+    if (norm < 0 || norm > 1 || method < 0 || method > 2) throw std::invalid_argument("compute: bad norm or method");
+    Query q;
+    q.batch = batch;
+    q.norm = static_cast<Norm>(norm);
+    q.centre = centre.data();
+    q.eps = eps.data();
+    q.box_lower = box_lower.data();
+    q.box_upper = box_upper.data();
+    q.method = static_cast<Method>(method);
+    q.sound = sound;
+    q.spec = spec.data();
+    q.rows = spec.shape(1);
+    std::vector<float> result;
+    {
+      py::gil_scoped_release release;
+      result = compute_bounds(net_, q);
+    }
+    py::array_t<float> out({batch, q.rows});
+    std::copy(result.begin(), result.end(), out.mutable_data());
+    return out;
+  }
+
+  int64_t num_layers() const { return static_cast<int64_t>(net_.layers.size()); }
+
+ private:
+  int check(int src) const {
+    if (src < 0 || src >= static_cast<int>(net_.layers.size())) throw std::invalid_argument("bad input layer index");
+    return src;
+  }
+  int64_t size_of(int src) const { return net_.layers[check(src)].size; }
+  int add(Layer&& L) {
+    net_.layers.push_back(std::move(L));
+    return static_cast<int>(net_.layers.size()) - 1;
+  }
+  static void set_weights(Layer& L, const FArray& weight, const FArray& bias, int64_t rows) {
+    L.weight = to_vector(weight);
+    L.bias = to_vector(bias);
+    L.abs_weight.resize(L.weight.size());
+    L.row_l1.assign(rows, 0.0f);
+    const int64_t per_row = static_cast<int64_t>(L.weight.size()) / rows;
+    for (size_t i = 0; i < L.weight.size(); ++i) {
+      L.abs_weight[i] = std::fabs(L.weight[i]);
+      L.row_l1[i / per_row] += L.abs_weight[i];
+    }
+    // The row sums are used as upper bounds: round them up past their float summation error.
+    for (float& v : L.row_l1) v = std::nextafter(v * (1 + per_row * 1.2e-7f), INFINITY);
+  }
+
+  Network net_;
+};
+
+}  // namespace
+
+void bind(py::module_& m) {
+  // The engine splits work over OpenMP threads itself and calls BLAS from inside them.
+  scipy_openblas_set_num_threads(1);
+  py::class_<PyNetwork>(m, "BoundNetwork")
+      .def(py::init<>())
+      .def("add_input", &PyNetwork::add_input)
+      .def("add_linear", &PyNetwork::add_linear)
+      .def("add_conv", &PyNetwork::add_conv)
+      .def("add_relu", &PyNetwork::add_relu)
+      .def("add_reshape", &PyNetwork::add_reshape)
+      .def("add_affine", &PyNetwork::add_affine)
+      .def("add_add", &PyNetwork::add_add)
+      .def("compute", &PyNetwork::compute, py::arg("centre"), py::arg("eps"), py::arg("box_lower"),
+           py::arg("box_upper"), py::arg("norm"), py::arg("method"), py::arg("sound"), py::arg("spec"))
+      .def_property_readonly("num_layers", &PyNetwork::num_layers);
+}
+
+}  // namespace bounds
+}  // namespace certify

@@ -1,0 +1,62 @@
+// The layer graph of certify.bounds (built from Python's graph.py) and the bound engine's entry.
+//
+// Every value is stored flat per input: (B, size) row-major; convolution layers know their
+// (C, H, W) shapes. Weights are float32 as in the model; the engine runs IBP, CROWN and
+// CROWN-IBP with the same arithmetic and rounding allowances as certify/bounds/reference.py
+// (see its docstring for the soundness argument), so sound=False results agree with it to
+// float rounding and sound=True results hold in exact arithmetic.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace certify {
+namespace bounds {
+
+enum class LayerKind { kInput, kLinear, kConv2d, kReLU, kReshape, kAffine, kAdd };
+
+struct ConvShape {
+  int64_t c_in = 0, h_in = 0, w_in = 0, c_out = 0, h_out = 0, w_out = 0;
+  int64_t kh = 0, kw = 0, sh = 1, sw = 1, ph = 0, pw = 0, dh = 1, dw = 1, groups = 1;
+  int64_t q() const { return (c_in / groups) * kh * kw; }  // one output's dot-product length
+  int64_t p_out() const { return h_out * w_out; }
+};
+
+struct Layer {
+  LayerKind kind;
+  std::vector<int> inputs;
+  int64_t size = 0;  // number of values per input
+  // Linear: weight (out, in); Conv2d: weight (c_out, c_in / groups, kh, kw).
+  std::vector<float> weight, abs_weight, bias, row_l1;
+  int64_t in = 0, out = 0;
+  ConvShape conv;
+  // Affine: y = s x + t with the reals s in [s_lo, s_hi], t in [t_lo, t_hi], each of `size`.
+  std::vector<float> s_lo, s_hi, t_lo, t_hi;
+};
+
+struct Network {
+  std::vector<Layer> layers;  // topological order; layer 0 is the input
+};
+
+enum class Method { kIBP = 0, kCrownIBP = 1, kCrown = 2 };
+enum class Norm { kLinf = 0, kL2 = 1 };
+
+struct Query {
+  int64_t batch = 0;
+  Norm norm = Norm::kLinf;
+  const float* centre = nullptr;   // (B, n_in)
+  const float* eps = nullptr;      // (B,)
+  const float* box_lower = nullptr;  // (B, n_in): the enclosing box (outward, domain-clipped)
+  const float* box_upper = nullptr;
+  Method method = Method::kCrown;
+  bool sound = true;
+  // spec rows: (B, rows, n_out); lower bounds of spec . f(x) are returned, (B, rows).
+  const float* spec = nullptr;
+  int64_t rows = 0;
+};
+
+// Lower bounds of spec . f(x) over the query's input set, (B, rows), float32.
+std::vector<float> compute_bounds(const Network& net, const Query& query);
+
+}  // namespace bounds
+}  // namespace certify

@@ -1,0 +1,93 @@
+"""The C++ engine against its plain-PyTorch twin, over a sweep of layer shapes and batch sizes."""
+
+import pytest
+import torch
+from bound_models import MODELS, build
+from torch import nn
+
+import certify
+
+
+def agree(a, b, rel=1e-5):
+    scale = b.abs().clamp(min=1e-2)
+    return bool((((a - b).abs() / scale) <= rel).all())
+
+
+def conv_net(c_in, c_out, k, stride, padding, dilation, groups, size):
+    torch.manual_seed(c_in * 100 + c_out * 10 + k)
+    conv = nn.Conv2d(c_in, c_out, k, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    with torch.no_grad():
+        out = conv(torch.zeros(1, c_in, size, size))
+    return nn.Sequential(conv, nn.ReLU(), nn.Flatten(), nn.Linear(out.numel(), 3)).eval(), (c_in, size, size)
+
+
+CONVS = [
+    (1, 2, 3, 1, 0, 1, 1, 5),
+    (2, 4, 3, 2, 1, 1, 1, 7),
+    (4, 4, 3, 1, 2, 2, 2, 6),
+    (3, 6, 2, 2, 0, 1, 3, 8),
+    (2, 3, 5, 1, 2, 1, 1, 6),
+    (4, 8, 1, 1, 0, 1, 4, 4),
+]
+
+
+@pytest.mark.parametrize("spec", CONVS, ids=lambda s: "c{}-{}k{}s{}p{}d{}g{}n{}".format(*s))
+@pytest.mark.parametrize("sound", [False, True])
+def test_conv_sweep_native_matches_twin(spec, sound):
+    model, shape = conv_net(*spec)
+    native = certify.BoundedModel(model, shape, engine="native")
+    twin = certify.BoundedModel(model, shape, engine="torch")
+    x = torch.rand(3, *shape)
+    for method in ("ibp", "crown-ibp", "crown"):
+        a = native.bounds(x, 0.05, method=method, sound=sound)
+        b = twin.bounds(x, 0.05, method=method, sound=sound)
+        assert agree(a.lower, b.lower) and agree(a.upper, b.upper), method
+
+
+@pytest.mark.parametrize("width,depth,batch", [(1, 1, 1), (7, 2, 3), (33, 3, 2), (64, 2, 9)])
+@pytest.mark.parametrize("sound", [False, True])
+def test_mlp_sweep_native_matches_twin(width, depth, batch, sound):
+    torch.manual_seed(width + depth)
+    layers, d = [], 5
+    for _ in range(depth):
+        layers += [nn.Linear(d, width), nn.ReLU()]
+        d = width
+    model = nn.Sequential(*layers, nn.Linear(d, 4)).eval()
+    native = certify.BoundedModel(model, (5,), engine="native")
+    twin = certify.BoundedModel(model, (5,), engine="torch")
+    x = torch.randn(batch, 5)
+    labels = torch.arange(batch) % 4
+    for method in ("ibp", "crown-ibp", "crown"):
+        for norm in ("linf", "l2"):
+            a = native.margins(x, labels, 0.1, norm=norm, method=method, sound=sound)
+            b = twin.margins(x, labels, 0.1, norm=norm, method=method, sound=sound)
+            assert agree(a, b), (method, norm)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_model_zoo_native_matches_twin(name):
+    model, shape = build(name, seed=3)
+    native = certify.BoundedModel(model, shape, engine="native")
+    twin = certify.BoundedModel(model, shape, engine="torch")
+    x = torch.rand(4, *shape)
+    for method in ("ibp", "crown-ibp", "crown"):
+        for norm, domain in (("linf", None), ("linf", (0.0, 1.0)), ("l2", None)):
+            for sound in (False, True):
+                a = native.bounds(x, 0.1, norm=norm, method=method, domain=domain, sound=sound)
+                b = twin.bounds(x, 0.1, norm=norm, method=method, domain=domain, sound=sound)
+                assert agree(a.lower, b.lower) and agree(a.upper, b.upper), (method, norm, domain, sound)
+
+
+def test_many_rows_are_processed_in_chunks():
+    """More unstable neurons than one chunk of rows: results must not depend on the chunking."""
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Linear(10, 700), nn.ReLU(), nn.Linear(700, 700), nn.ReLU(), nn.Linear(700, 3)).eval()
+    x = torch.randn(3, 10)
+    a = certify.BoundedModel(model, (10,), engine="native").bounds(x, 0.5, method="crown", sound=False)
+    b = certify.BoundedModel(model, (10,), engine="torch").bounds(x, 0.5, method="crown", sound=False)
+    assert agree(a.lower, b.lower, 1e-4) and agree(a.upper, b.upper, 1e-4)
+
+
+def test_engine_argument_is_checked():
+    with pytest.raises(ValueError, match="engine"):
+        certify.BoundedModel(nn.Linear(2, 2).eval(), (2,), engine="gpu")

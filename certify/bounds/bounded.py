@@ -120,7 +120,14 @@ class BoundedModel:
     def bounds(self, x, eps, norm: str = "linf", method: str = "crown", *, domain=None, sound: bool = True) -> Bounds:
         """Bounds on the logits over the ball of radius eps (a number or one per input) around each input."""
         input_set = self._input_set(x, eps, norm, domain, sound)
-        both = self._compute(input_set, self._method(method), sound)
+        if self._method(method) == "ibp":  # the output's interval itself
+            if self._native is not None:
+                lower, upper = self._native.ibp_output_box(input_set, sound)
+            else:
+                lower, upper = reference.ibp(self.graph, input_set.box, sound)[-1]
+            batch = len(input_set.centre)
+            return Bounds(lower=lower.reshape(batch, -1), upper=upper.reshape(batch, -1))
+        both = self._compute(input_set, method, sound)
         k = self.num_outputs
         return Bounds(lower=both[:, :k], upper=-both[:, k:])
 

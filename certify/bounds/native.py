@@ -58,3 +58,9 @@ class NativeEngine:
             _np(spec.reshape(batch, spec.shape[1], -1)),
         )
         return torch.from_numpy(out)
+
+    def ibp_output_box(self, input_set: InputSet, sound: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = input_set.centre.shape[0]
+        lower, upper = self.net.ibp_output_box(_np(input_set.box[0].reshape(batch, -1)),
+                                               _np(input_set.box[1].reshape(batch, -1)), sound)
+        return torch.from_numpy(lower), torch.from_numpy(upper)

@@ -325,7 +325,7 @@ def _conv_transpose(layer: Conv2d, lam: torch.Tensor, src_shape) -> torch.Tensor
 
 
 def backward(graph: Graph, start: int, spec: torch.Tensor, boxes: list, input_set: InputSet | None,
-             sound: bool = True, stop: int = 0) -> torch.Tensor:
+             sound: bool = True, stop: int = 0, initial_const: torch.Tensor | None = None) -> torch.Tensor:
     """Lower bounds of spec . value(start) over the input set, (B, K) float32.
 
     spec: (B, K, *shape of node start). Back-substitutes to node `stop`, then concretises: over the
@@ -335,6 +335,8 @@ def backward(graph: Graph, start: int, spec: torch.Tensor, boxes: list, input_se
     batch, rows = spec.shape[:2]
     state = _Backward(graph, boxes, sound, batch, rows)
     state.lam[start] = spec
+    if initial_const is not None:
+        state.const += initial_const
     value = None
     for index in range(start, stop - 1, -1):
         lam = state.lam.pop(index, None)
@@ -391,7 +393,15 @@ def tighten_intermediate(graph: Graph, boxes: list, input_set: InputSet, sound: 
         new_lower, new_upper = lower.reshape(batch, -1).clone(), upper.reshape(batch, -1).clone()
         for chunk in unstable.split(ROW_CHUNK):  # bounded memory: (B, 2 chunk, size) coefficients
             spec = identity_spec(batch, shape, chunk)
-            both = backward(graph, pre, spec, boxes, input_set, sound)
+            start, const = pre, None
+            layer = graph.nodes[pre].layer
+            if isinstance(layer, (Linear, Conv2d)):
+                # +-e_j back through the affine layer computing node j is exact (a copy of row j
+                # of W, or kernel j on its receptive field, and +-b_j): start one layer down.
+                start = graph.nodes[pre].inputs[0]
+                const = _one_hot_bias(layer, spec, shape).double()
+                spec = _one_hot_through(graph, pre, spec)
+            both = backward(graph, start, spec, boxes, input_set, sound, initial_const=const)
             k = len(chunk)
             # Only neurons unstable for that input take the new bound (stable ones keep theirs, as in
             # the native engine, which computes rows for unstable (input, neuron) pairs alone).
@@ -401,6 +411,25 @@ def tighten_intermediate(graph: Graph, boxes: list, input_set: InputSet, sound: 
         boxes[pre] = (new_lower.reshape(lower.shape), new_upper.reshape(upper.shape))
         boxes = ibp(graph, None, sound, start=pre + 1, boxes=boxes)
     return boxes
+
+
+def _one_hot_through(graph: Graph, index: int, spec: torch.Tensor) -> torch.Tensor:
+    """Coefficients of one-hot spec rows on node `index` pulled back through its Linear/Conv2d layer:
+    each output is a single product with 1 or -1, so the float result is exact."""
+    node = graph.nodes[index]
+    batch, rows = spec.shape[:2]
+    src_shape = graph.nodes[node.inputs[0]].shape
+    if isinstance(node.layer, Linear):
+        return spec.reshape(batch, rows, -1) @ node.layer.weight
+    flat = spec.reshape(batch * rows, *node.shape)
+    return _conv_transpose(node.layer, flat, src_shape).reshape(batch, rows, *src_shape)
+
+
+def _one_hot_bias(layer, spec: torch.Tensor, shape) -> torch.Tensor:
+    batch, rows = spec.shape[:2]
+    if isinstance(layer, Linear):
+        return spec.reshape(batch, rows, -1) @ layer.bias
+    return (spec.reshape(batch, rows, *shape).sum((-2, -1)) * layer.bias).sum(-1)
 
 
 def compute_bounds(graph: Graph, input_set: InputSet, method: str, sound: bool = True,

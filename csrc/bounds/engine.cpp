@@ -3,6 +3,7 @@
 // terms, outward rounding) is written out there and referred to by name here.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -26,8 +27,18 @@ constexpr int64_t kRowChunk = 1024;                    // rows of coefficients b
 
 double gamma(int64_t n) { return n * kU / (1 - n * kU); }
 double gamma64(int64_t n) { return n * kU64 / (1 - n * kU64); }
-float next_down(float v) { return std::nextafter(v, -INFINITY); }
-float next_up(float v) { return std::nextafter(v, INFINITY); }
+// The neighbouring floats, inline (std::nextafter is an out-of-line libm call, and these run once
+// or more per bound). Exact for finite values; +-inf and NaN are returned unchanged.
+inline float next_up(float v) {
+  if (!(v < INFINITY)) return v;  // +inf, NaN
+  if (v == 0.0f) return 1.40129846e-45f;
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  bits += (v > 0) ? 1 : -1;
+  std::memcpy(&v, &bits, sizeof bits);
+  return v;
+}
+inline float next_down(float v) { return -next_up(-v); }
 float f32_down(double v) { return next_down(static_cast<float>(v)); }
 float f32_up(double v) { return next_up(static_cast<float>(v)); }
 
@@ -39,8 +50,9 @@ int threads() {
 #endif
 }
 
-// C (M x N) = op(A) op(B), row-major; OpenBLAS runs single-threaded and the rows of C are split
-// over OpenMP threads (one pool for everything: no oversubscription on small machines).
+// C (M x N) = op(A) op(B), row-major. Every GEMM is one call from the calling thread, with
+// OpenBLAS's own threads: concurrent calls from OpenMP threads were measured 2-3x slower than
+// one call (OpenBLAS serialises them internally), so BLAS is never called inside a parallel loop.
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
           const float* B, int64_t ldb, float* C, int64_t ldc) {
   if (M == 0 || N == 0) return;
@@ -48,19 +60,8 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const flo
     for (int64_t i = 0; i < M; ++i) std::fill(C + i * ldc, C + i * ldc + N, 0.0f);
     return;
   }
-  const auto ta = trans_a ? CblasTrans : CblasNoTrans, tb = trans_b ? CblasTrans : CblasNoTrans;
-  const int t = threads();
-  if (t <= 1 || M < 64 || M * N * K < (int64_t{1} << 20)) {
-    scipy_cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, ldc);
-    return;
-  }
-  const int64_t chunk = (M + t - 1) / t;
-#pragma omp parallel for schedule(static)
-  for (int64_t m0 = 0; m0 < M; m0 += chunk) {
-    const int64_t mm = std::min(chunk, M - m0);
-    const float* a = trans_a ? A + m0 : A + m0 * lda;
-    scipy_cblas_sgemm(CblasRowMajor, ta, tb, mm, N, K, 1.0f, a, lda, B, ldb, 0.0f, C + m0 * ldc, ldc);
-  }
+  scipy_cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, M, N, K,
+                    1.0f, A, lda, B, ldb, 0.0f, C, ldc);
 }
 
 struct Box {
@@ -105,20 +106,24 @@ void col2im(const ConvShape& s, const float* cols, int64_t g, float* x) {
       }
 }
 
-// y (B, c_out, P) = conv(x (B, c_in, H, W), weight), no bias. Parallel over the batch.
+// y (B, c_out, P) = conv(x (B, c_in, H, W), weight), no bias: per group, one GEMM
+// W_g (cout_g x q) . cols (q x B*P) with the batch's im2col columns side by side, its columns
+// split over the threads, then the (cout_g, B, P) result reordered to (B, cout_g, P).
 void conv_forward(const ConvShape& s, const float* weight, const float* x, int64_t batch, float* y) {
-  const int64_t q = s.q(), P = s.p_out(), cout_g = s.c_out / s.groups;
+  const int64_t q = s.q(), P = s.p_out(), cout_g = s.c_out / s.groups, N = batch * P;
   const int64_t in_size = s.c_in * s.h_in * s.w_in, out_size = s.c_out * P;
-#pragma omp parallel
-  {
-    std::vector<float> cols(q * P);
-#pragma omp for schedule(static)
+  std::vector<float> cols(q * N), out(cout_g * N), one(q * P);
+  for (int64_t g = 0; g < s.groups; ++g) {
+#pragma omp parallel for schedule(static) firstprivate(one)
+    for (int64_t b = 0; b < batch; ++b) {
+      im2col(s, x + b * in_size, g, one.data());
+      for (int64_t r = 0; r < q; ++r) std::copy(one.begin() + r * P, one.begin() + (r + 1) * P, cols.begin() + r * N + b * P);
+    }
+    gemm(false, false, cout_g, N, q, weight + g * cout_g * q, q, cols.data(), N, out.data(), N);
+#pragma omp parallel for schedule(static)
     for (int64_t b = 0; b < batch; ++b)
-      for (int64_t g = 0; g < s.groups; ++g) {
-        im2col(s, x + b * in_size, g, cols.data());
-        scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, cout_g, P, q, 1.0f, weight + g * cout_g * q, q,
-                          cols.data(), P, 0.0f, y + b * out_size + g * cout_g * P, P);
-      }
+      for (int64_t c = 0; c < cout_g; ++c)
+        std::copy(out.begin() + c * N + b * P, out.begin() + c * N + (b + 1) * P, y + b * out_size + (g * cout_g + c) * P);
   }
 }
 
@@ -262,7 +267,9 @@ class Backward {
 
   // Lower bounds (float32, rounded down when sound) of the rows of `spec` on node `start`,
   // back-substituted to node `stop` and concretised there (the input set, or boxes[stop]).
-  std::vector<float> run(int start, std::vector<float> spec, int stop, const InputSet& input) {
+  std::vector<float> run(int start, std::vector<float> spec, int stop, const InputSet& input,
+                         const std::vector<double>* initial_const = nullptr) {
+    if (initial_const) cst_ = *initial_const;
     lam_[start] = std::move(spec);
     for (int index = start; index >= stop; --index) {
       if (lam_[index].empty()) continue;
@@ -362,18 +369,24 @@ class Backward {
         const int64_t P = s.p_out(), q = s.q(), cout_g = s.c_out / s.groups;
         add_const(lam, size, L.bias.data(), P);
         std::vector<float> fresh(rows_ * src_size, 0.0f);
-#pragma omp parallel
-        {
-          std::vector<float> cols(q * P);
-#pragma omp for schedule(static)
-          for (int64_t r = 0; r < rows_; ++r)
-            for (int64_t g = 0; g < s.groups; ++g) {
-              // cols (q x P) = W_g^T (q x cout_g) . lam_g (cout_g x P), then scattered back.
-              scipy_cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, q, P, cout_g, 1.0f,
-                                L.weight.data() + g * cout_g * q, q, lam.data() + r * size + g * cout_g * P, P, 0.0f,
-                                cols.data(), P);
-              col2im(s, cols.data(), g, fresh.data() + r * src_size);
+        // Per group, one GEMM for all rows: cols (q x R*P) = W_g^T (q x cout_g) . lam_g, with lam_g
+        // laid out (cout_g, R*P); then each row's columns are scattered back (col2im).
+        const int64_t N = rows_ * P;
+        std::vector<float> lam_g(cout_g * N), cols(q * N), one(q * P);
+        for (int64_t g = 0; g < s.groups; ++g) {
+#pragma omp parallel for schedule(static)
+          for (int64_t c = 0; c < cout_g; ++c)
+            for (int64_t r = 0; r < rows_; ++r) {
+              const float* from = lam.data() + r * size + (g * cout_g + c) * P;
+              std::copy(from, from + P, lam_g.begin() + c * N + r * P);
             }
+          gemm(true, false, q, N, cout_g, L.weight.data() + g * cout_g * q, q, lam_g.data(), N, cols.data(), N);
+#pragma omp parallel for schedule(static) firstprivate(one)
+          for (int64_t r = 0; r < rows_; ++r) {
+            for (int64_t k = 0; k < q; ++k)
+              std::copy(cols.begin() + k * N + r * P, cols.begin() + k * N + (r + 1) * P, one.begin() + k * P);
+            col2im(s, one.data(), g, fresh.data() + r * src_size);
+          }
         }
         if (sound_) {
           std::vector<float> wm(batch_ * size);
@@ -539,6 +552,33 @@ std::vector<float> back_substitute(const Network& net, const std::vector<Box>& b
   return out;
 }
 
+// The coefficients of sign * e_j back through the affine layer `L` that computes node j's
+// value: row j of W (Linear) or kernel j placed on its receptive field (Conv2d), and the
+// constant sign * b_j. Exact (a copy and a negation): no rounding term. False for other layers.
+bool one_hot_through_affine(const Layer& L, int64_t j, float sign, float* lam, double* cst) {
+  if (L.kind == LayerKind::kLinear) {
+    const float* w = L.weight.data() + j * L.in;
+    for (int64_t i = 0; i < L.in; ++i) lam[i] = sign * w[i];
+    *cst = sign * double(L.bias[j]);
+    return true;
+  }
+  if (L.kind == LayerKind::kConv2d) {
+    const ConvShape& s = L.conv;
+    const int64_t P = s.p_out(), c = j / P, oh = (j % P) / s.w_out, ow = j % s.w_out;
+    const int64_t cin_g = s.c_in / s.groups, g = c / (s.c_out / s.groups);
+    for (int64_t ci = 0; ci < cin_g; ++ci)
+      for (int64_t ki = 0; ki < s.kh; ++ki)
+        for (int64_t kj = 0; kj < s.kw; ++kj) {
+          const int64_t ih = oh * s.sh - s.ph + ki * s.dh, iw = ow * s.sw - s.pw + kj * s.dw;
+          if (ih < 0 || ih >= s.h_in || iw < 0 || iw >= s.w_in) continue;
+          lam[((g * cin_g + ci) * s.h_in + ih) * s.w_in + iw] = sign * L.weight[((c * cin_g + ci) * s.kh + ki) * s.kw + kj];
+        }
+    *cst = sign * double(L.bias[c]);
+    return true;
+  }
+  return false;
+}
+
 // CROWN bounds on every ReLU's input, in order, for the (input, neuron) pairs that IBP leaves
 // unstable; each layer's new bounds feed the next (Zhang et al. 2018).
 void tighten_intermediate(const Network& net, std::vector<Box>& boxes, const InputSet& input, int64_t batch,
@@ -552,17 +592,28 @@ void tighten_intermediate(const Network& net, std::vector<Box>& boxes, const Inp
     for (int64_t i = 0; i < batch * size; ++i)
       if (box.lo[i] < 0 && box.hi[i] > 0) unstable.push_back(i);
     if (unstable.empty()) continue;
+    const Layer& affine = net.layers[pre];
+    const bool shortcut = affine.kind == LayerKind::kLinear || affine.kind == LayerKind::kConv2d;
+    const int start = shortcut ? affine.inputs[0] : pre;  // rows of W start one layer down
+    const int64_t start_size = net.layers[start].size;
     for (size_t u0 = 0; u0 < unstable.size(); u0 += kRowChunk / 2) {
       const size_t n = std::min<size_t>(kRowChunk / 2, unstable.size() - u0);
-      std::vector<float> spec(2 * n * size, 0.0f);  // rows +e_j (lower) and -e_j (upper)
+      std::vector<float> spec(2 * n * start_size, 0.0f);  // rows +e_j (lower) and -e_j (upper)
       std::vector<int32_t> batch_of(2 * n);
+      std::vector<double> cst(2 * n, 0.0);
       for (size_t i = 0; i < n; ++i) {
         const int64_t flat = unstable[u0 + i], b = flat / size, j = flat % size;
-        spec[(2 * i) * size + j] = 1.0f;
-        spec[(2 * i + 1) * size + j] = -1.0f;
         batch_of[2 * i] = batch_of[2 * i + 1] = static_cast<int32_t>(b);
+        if (shortcut) {
+          one_hot_through_affine(affine, j, 1.0f, &spec[(2 * i) * start_size], &cst[2 * i]);
+          one_hot_through_affine(affine, j, -1.0f, &spec[(2 * i + 1) * start_size], &cst[2 * i + 1]);
+        } else {
+          spec[(2 * i) * size + j] = 1.0f;
+          spec[(2 * i + 1) * size + j] = -1.0f;
+        }
       }
-      const std::vector<float> lower = back_substitute(net, boxes, pre, spec, batch_of, 0, input, batch, sound);
+      Backward pass(net, boxes, sound, 2 * n, batch_of.data(), batch);
+      const std::vector<float> lower = pass.run(start, std::move(spec), 0, input, &cst);
       for (size_t i = 0; i < n; ++i) {
         const int64_t flat = unstable[u0 + i];
         box.lo[flat] = std::max(box.lo[flat], lower[2 * i]);
@@ -574,6 +625,16 @@ void tighten_intermediate(const Network& net, std::vector<Box>& boxes, const Inp
 }
 
 }  // namespace
+
+void ibp_output(const Network& net, const Query& query, float* lower, float* upper) {
+  const int64_t batch = query.batch, n_in = net.layers.at(0).size;
+  std::vector<Box> boxes(net.layers.size());
+  boxes[0] = Box{std::vector<float>(query.box_lower, query.box_lower + batch * n_in),
+                 std::vector<float>(query.box_upper, query.box_upper + batch * n_in)};
+  ibp(net, boxes, 1, batch, query.sound);
+  std::copy(boxes.back().lo.begin(), boxes.back().lo.end(), lower);
+  std::copy(boxes.back().hi.begin(), boxes.back().hi.end(), upper);
+}
 
 std::vector<float> compute_bounds(const Network& net, const Query& query) {
   const int64_t batch = query.batch, n_in = net.layers.at(0).size;

@@ -58,5 +58,8 @@ struct Query {
 // Lower bounds of spec . f(x) over the query's input set, (B, rows), float32.
 std::vector<float> compute_bounds(const Network& net, const Query& query);
 
+// IBP bounds on the outputs, (B, n_out) each (the query's spec and method are not used).
+void ibp_output(const Network& net, const Query& query, float* lower, float* upper);
+
 }  // namespace bounds
 }  // namespace certify

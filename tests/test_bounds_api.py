@@ -189,3 +189,19 @@ def test_bad_arguments():
         certify.BoundedModel(nn.Linear(3, 2), (3,))
     with pytest.raises(ValueError, match="does not run on inputs of shape"):
         certify.BoundedModel(nn.Linear(3, 2).eval(), (4,))
+
+
+@pytest.mark.parametrize("engine", ["native", "torch"])
+def test_overflow_gives_infinite_bounds_not_nan(engine):
+    net = nn.Sequential(nn.Linear(1, 2), nn.ReLU(), nn.Linear(2, 1)).eval()
+    with torch.no_grad():
+        net[0].weight.fill_(1e30)
+        net[2].weight.fill_(1e30)
+    bounded = certify.BoundedModel(net, (1,), engine=engine)
+    for x in (torch.tensor([[3.4e38]]), torch.tensor([[1.0]])):
+        for method in ("ibp", "crown-ibp", "crown"):
+            b = bounded.bounds(x, 0.5, method=method)
+            assert not torch.isnan(b.lower).any() and not torch.isnan(b.upper).any(), method
+            assert (b.lower <= b.upper).all()
+    with pytest.raises(ValueError, match="at least 2 outputs"):
+        bounded.verify(torch.tensor([[1.0]]), torch.tensor([0]), 0.5)

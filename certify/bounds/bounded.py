@@ -137,6 +137,8 @@ class BoundedModel:
 
         The margin matrix is folded into the back-substitution (for IBP: into the last Linear
         layer), which is tighter than subtracting logit bounds."""
+        if self.num_outputs < 2:
+            raise ValueError("margins need a model with at least 2 outputs (classes); use bounds() for one output")
         input_set = self._input_set(x, eps, norm, domain, sound)
         labels = self._labels(labels, len(input_set.centre))
         spec = margin_spec(labels, self.num_outputs)

@@ -91,7 +91,7 @@ class InputSet:
 
 # ============================================================================ IBP
 def _centre_radius(lower, upper, sound):
-    c = (lower + upper) / 2
+    c = 0.5 * lower + 0.5 * upper  # any centre works (the radius is measured from it); cannot overflow
     r = torch.maximum(upper - c, c - lower)
     if sound:  # the sum, halving and subtractions are each within u relative
         r = up(r * (1 + 4 * UNIT_ROUNDOFF))
@@ -173,6 +173,8 @@ def ibp(graph: Graph, input_box, sound: bool = True, start: int = 1, boxes=None)
         boxes = [input_box] + [None] * (len(graph.nodes) - 1)
     for i in range(start, len(graph.nodes)):
         new = ibp_step(graph, i, boxes, sound)
+        # Overflow (inf - inf) can make a bound NaN: the sound answer there is the infinite bound.
+        new = (torch.nan_to_num(new[0], nan=-float("inf")), torch.nan_to_num(new[1], nan=float("inf")))
         if boxes[i] is not None:
             new = (torch.maximum(new[0], boxes[i][0]), torch.minimum(new[1], boxes[i][1]))
         boxes[i] = new
@@ -355,8 +357,10 @@ def backward(graph: Graph, start: int, spec: torch.Tensor, boxes: list, input_se
         raise RuntimeError(f"back-substitution did not reach node {stop} from node {start} alone")
     lower = state.const + value
     if sound:
-        return to_f32_down(lower - state.slack * (1 + 1e-12))
-    return lower.float()
+        lower = to_f32_down(lower - state.slack * (1 + 1e-12))
+    else:
+        lower = lower.float()
+    return torch.nan_to_num(lower, nan=-float("inf"))  # overflow: no finite bound
 
 
 # ========================================================================= driver
@@ -451,9 +455,8 @@ def compute_bounds(graph: Graph, input_set: InputSet, method: str, sound: bool =
         pos, neg = spec.clamp(min=0), spec.clamp(max=0)
         value = (pos.double() * lower.double().unsqueeze(1) + neg.double() * upper.double().unsqueeze(1)).flatten(2)
         total = value.sum(-1)
-        if not sound:
-            return total.float()
-        return to_f32_down(total - gamma64(value.shape[-1]) * value.abs().sum(-1))
+        lower = to_f32_down(total - gamma64(value.shape[-1]) * value.abs().sum(-1)) if sound else total.float()
+        return torch.nan_to_num(lower, nan=-float("inf"))
     if method == "crown":
         boxes = tighten_intermediate(graph, boxes, input_set, sound)
     elif method != "crown-ibp":

@@ -30,13 +30,14 @@ double gamma64(int64_t n) { return n * kU64 / (1 - n * kU64); }
 // The neighbouring floats, inline (std::nextafter is an out-of-line libm call, and these run once
 // or more per bound). Exact for finite values; +-inf and NaN are returned unchanged.
 inline float next_up(float v) {
-  if (!(v < INFINITY)) return v;  // +inf, NaN
-  if (v == 0.0f) return 1.40129846e-45f;
   uint32_t bits;
   std::memcpy(&bits, &v, sizeof bits);
-  bits += (v > 0) ? 1 : -1;
-  std::memcpy(&v, &bits, sizeof bits);
-  return v;
+  // +1 in the bit pattern for positive values, -1 for negative ones (towards zero).
+  uint32_t up = bits + 1 - ((bits >> 31) << 1);
+  float r;
+  std::memcpy(&r, &up, sizeof r);
+  r = (v == 0.0f) ? 1.40129846e-45f : r;
+  return (v < INFINITY) ? r : v;  // +inf and NaN stay
 }
 inline float next_down(float v) { return -next_up(-v); }
 float f32_down(double v) { return next_down(static_cast<float>(v)); }
@@ -69,39 +70,57 @@ struct Box {
 };
 
 // ------------------------------------------------------------------ convolution helpers
-// cols (q x P) of group g: cols[(ci, ki, kj), (oh, ow)] = x[g*cin_g + ci, oh*sh - ph + ki*dh, ...]
-void im2col(const ConvShape& s, const float* x, int64_t g, float* cols) {
-  const int64_t cin_g = s.c_in / s.groups, P = s.p_out();
+// The output columns ow whose input column ow*sw - pw + kj*dw lies inside [0, w_in): [lo, hi).
+void valid_range(int64_t out, int64_t stride, int64_t offset, int64_t in, int64_t* lo, int64_t* hi) {
+  // ow*stride + offset >= 0  and  ow*stride + offset < in
+  *lo = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
+  *hi = in - offset <= 0 ? 0 : std::min(out, (in - offset + stride - 1) / stride);
+  if (*hi < *lo) *hi = *lo;
+}
+
+// cols (q x P, leading dimension ld) of group g:
+// cols[(ci, ki, kj), (oh, ow)] = x[g*cin_g + ci, oh*sh - ph + ki*dh, ow*sw - pw + kj*dw], 0 outside.
+// Branch-free inner loops over the precomputed valid range of each kernel column.
+void im2col(const ConvShape& s, const float* x, int64_t g, float* cols, int64_t ld) {
+  const int64_t cin_g = s.c_in / s.groups;
   for (int64_t ci = 0; ci < cin_g; ++ci)
     for (int64_t ki = 0; ki < s.kh; ++ki)
       for (int64_t kj = 0; kj < s.kw; ++kj) {
-        float* row = cols + ((ci * s.kh + ki) * s.kw + kj) * P;
+        float* row = cols + ((ci * s.kh + ki) * s.kw + kj) * ld;
         const float* plane = x + (g * cin_g + ci) * s.h_in * s.w_in;
+        int64_t lo, hi;
+        valid_range(s.w_out, s.sw, kj * s.dw - s.pw, s.w_in, &lo, &hi);
         for (int64_t oh = 0; oh < s.h_out; ++oh) {
+          float* out = row + oh * s.w_out;
           const int64_t ih = oh * s.sh - s.ph + ki * s.dh;
-          for (int64_t ow = 0; ow < s.w_out; ++ow) {
-            const int64_t iw = ow * s.sw - s.pw + kj * s.dw;
-            row[oh * s.w_out + ow] = (ih >= 0 && ih < s.h_in && iw >= 0 && iw < s.w_in) ? plane[ih * s.w_in + iw] : 0.0f;
+          if (ih < 0 || ih >= s.h_in) {
+            std::fill(out, out + s.w_out, 0.0f);
+            continue;
           }
+          const float* in = plane + ih * s.w_in + kj * s.dw - s.pw;
+          std::fill(out, out + lo, 0.0f);
+          for (int64_t ow = lo; ow < hi; ++ow) out[ow] = in[ow * s.sw];
+          std::fill(out + hi, out + s.w_out, 0.0f);
         }
       }
 }
 
-// The adjoint of im2col: x += scatter(cols).
-void col2im(const ConvShape& s, const float* cols, int64_t g, float* x) {
-  const int64_t cin_g = s.c_in / s.groups, P = s.p_out();
+// The adjoint of im2col: x += scatter(cols), cols with leading dimension ld.
+void col2im(const ConvShape& s, const float* cols, int64_t ld, int64_t g, float* x) {
+  const int64_t cin_g = s.c_in / s.groups;
   for (int64_t ci = 0; ci < cin_g; ++ci)
     for (int64_t ki = 0; ki < s.kh; ++ki)
       for (int64_t kj = 0; kj < s.kw; ++kj) {
-        const float* row = cols + ((ci * s.kh + ki) * s.kw + kj) * P;
+        const float* row = cols + ((ci * s.kh + ki) * s.kw + kj) * ld;
         float* plane = x + (g * cin_g + ci) * s.h_in * s.w_in;
+        int64_t lo, hi;
+        valid_range(s.w_out, s.sw, kj * s.dw - s.pw, s.w_in, &lo, &hi);
         for (int64_t oh = 0; oh < s.h_out; ++oh) {
           const int64_t ih = oh * s.sh - s.ph + ki * s.dh;
           if (ih < 0 || ih >= s.h_in) continue;
-          for (int64_t ow = 0; ow < s.w_out; ++ow) {
-            const int64_t iw = ow * s.sw - s.pw + kj * s.dw;
-            if (iw >= 0 && iw < s.w_in) plane[ih * s.w_in + iw] += row[oh * s.w_out + ow];
-          }
+          float* out = plane + ih * s.w_in + kj * s.dw - s.pw;
+          const float* in = row + oh * s.w_out;
+          for (int64_t ow = lo; ow < hi; ++ow) out[ow * s.sw] += in[ow];
         }
       }
 }
@@ -112,13 +131,10 @@ void col2im(const ConvShape& s, const float* cols, int64_t g, float* x) {
 void conv_forward(const ConvShape& s, const float* weight, const float* x, int64_t batch, float* y) {
   const int64_t q = s.q(), P = s.p_out(), cout_g = s.c_out / s.groups, N = batch * P;
   const int64_t in_size = s.c_in * s.h_in * s.w_in, out_size = s.c_out * P;
-  std::vector<float> cols(q * N), out(cout_g * N), one(q * P);
+  std::vector<float> cols(q * N), out(cout_g * N);
   for (int64_t g = 0; g < s.groups; ++g) {
-#pragma omp parallel for schedule(static) firstprivate(one)
-    for (int64_t b = 0; b < batch; ++b) {
-      im2col(s, x + b * in_size, g, one.data());
-      for (int64_t r = 0; r < q; ++r) std::copy(one.begin() + r * P, one.begin() + (r + 1) * P, cols.begin() + r * N + b * P);
-    }
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < batch; ++b) im2col(s, x + b * in_size, g, cols.data() + b * P, N);
     gemm(false, false, cout_g, N, q, weight + g * cout_g * q, q, cols.data(), N, out.data(), N);
 #pragma omp parallel for schedule(static)
     for (int64_t b = 0; b < batch; ++b)
@@ -128,9 +144,10 @@ void conv_forward(const ConvShape& s, const float* weight, const float* x, int64
 }
 
 // ------------------------------------------------------------------------------- IBP
+// Any centre c works: the radius is measured from it. lo/2 + hi/2 cannot overflow.
 void centre_radius(const float* lo, const float* hi, int64_t n, float* c, float* r, bool sound) {
   for (int64_t i = 0; i < n; ++i) {
-    c[i] = (lo[i] + hi[i]) / 2;
+    c[i] = 0.5f * lo[i] + 0.5f * hi[i];
     r[i] = std::max(hi[i] - c[i], c[i] - lo[i]);
     if (sound) r[i] = next_up(r[i] * static_cast<float>(1 + 4 * kU));
   }
@@ -140,26 +157,33 @@ void centre_radius(const float* lo, const float* hi, int64_t n, float* c, float*
 // `per_row` outputs that share one bias / row_l1 entry (conv: the spatial positions).
 void affine_finish(const Layer& L, std::vector<float>& yc, std::vector<float>& yr, const std::vector<float>& c,
                    int64_t batch, int64_t n_in, int64_t n_dot, int64_t per_row, bool sound, Box& out) {
-  const int64_t size = L.size;
+  const int64_t size = L.size, channels = size / per_row;
   out.lo.resize(batch * size);
   out.hi.resize(batch * size);
+  // Constants of the error bound, once (see _affine_forward in reference.py). Multiplying by
+  // 1 / (1 - gamma_n) instead of dividing adds one rounding, which the (1 + 4u) factor covers.
+  const float err_scale = static_cast<float>(gamma(n_dot + 1));
+  const float yr_scale = static_cast<float>(1 / (1 - gamma(n_dot)));
+  const float inflate = static_cast<float>(1 + 4 * kU), underflow = static_cast<float>(n_dot) * kUnderflow;
 #pragma omp parallel for schedule(static)
   for (int64_t b = 0; b < batch; ++b) {
     float c_max = 0;
     for (int64_t i = 0; i < n_in; ++i) c_max = std::max(c_max, std::fabs(c[b * n_in + i]));
-    for (int64_t i = 0; i < size; ++i) {
-      const int64_t o = i / per_row;
-      const float centre = yc[b * size + i] + L.bias[o];
-      if (!sound) {
-        out.lo[b * size + i] = centre - yr[b * size + i];
-        out.hi[b * size + i] = centre + yr[b * size + i];
-        continue;
+    for (int64_t o = 0; o < channels; ++o) {
+      const float bias = L.bias[o];
+      const float err = err_scale * (L.row_l1[o] * c_max + std::fabs(bias));
+      const int64_t base = b * size + o * per_row;
+      for (int64_t k = 0; k < per_row; ++k) {
+        const float centre = yc[base + k] + bias;
+        if (!sound) {
+          out.lo[base + k] = centre - yr[base + k];
+          out.hi[base + k] = centre + yr[base + k];
+          continue;
+        }
+        const float radius = next_up((yr[base + k] * yr_scale + err) * inflate + underflow);
+        out.lo[base + k] = next_down(centre - radius);
+        out.hi[base + k] = next_up(centre + radius);
       }
-      const float err = static_cast<float>(gamma(n_dot + 1)) * (L.row_l1[o] * c_max + std::fabs(L.bias[o]));
-      float radius = yr[b * size + i] / static_cast<float>(1 - gamma(n_dot)) + err;
-      radius = next_up(radius * static_cast<float>(1 + 4 * kU) + static_cast<float>(n_dot) * kUnderflow);
-      out.lo[b * size + i] = next_down(centre - radius);
-      out.hi[b * size + i] = next_up(centre + radius);
     }
   }
 }
@@ -236,10 +260,17 @@ Box ibp_step(const Network& net, int index, const std::vector<Box>& boxes, int64
   throw std::logic_error("ibp_step: unexpected layer");
 }
 
+// Overflow (inf - inf) can make a bound NaN: the sound answer there is the infinite bound.
+void no_nan(Box& box) {
+  for (float& v : box.lo) v = std::isnan(v) ? -INFINITY : v;
+  for (float& v : box.hi) v = std::isnan(v) ? INFINITY : v;
+}
+
 // Boxes of every node from `start` on; where a box exists, the tighter of old and new is kept.
 void ibp(const Network& net, std::vector<Box>& boxes, int start, int64_t batch, bool sound) {
   for (int i = start; i < static_cast<int>(net.layers.size()); ++i) {
     Box fresh = ibp_step(net, i, boxes, batch, sound);
+    no_nan(fresh);
     if (!boxes[i].lo.empty()) {
       for (size_t j = 0; j < fresh.lo.size(); ++j) {
         fresh.lo[j] = std::max(fresh.lo[j], boxes[i].lo[j]);
@@ -285,6 +316,7 @@ class Backward {
     for (int64_t r = 0; r < rows_; ++r) {
       const double lower = cst_[r] + value_[r];
       out[r] = sound_ ? f32_down(lower - slack_[r] * (1 + 1e-12)) : static_cast<float>(lower);
+      if (std::isnan(out[r])) out[r] = -INFINITY;  // overflow: no finite bound
     }
     return out;
   }
@@ -372,7 +404,7 @@ class Backward {
         // Per group, one GEMM for all rows: cols (q x R*P) = W_g^T (q x cout_g) . lam_g, with lam_g
         // laid out (cout_g, R*P); then each row's columns are scattered back (col2im).
         const int64_t N = rows_ * P;
-        std::vector<float> lam_g(cout_g * N), cols(q * N), one(q * P);
+        std::vector<float> lam_g(cout_g * N), cols(q * N);
         for (int64_t g = 0; g < s.groups; ++g) {
 #pragma omp parallel for schedule(static)
           for (int64_t c = 0; c < cout_g; ++c)
@@ -381,12 +413,8 @@ class Backward {
               std::copy(from, from + P, lam_g.begin() + c * N + r * P);
             }
           gemm(true, false, q, N, cout_g, L.weight.data() + g * cout_g * q, q, lam_g.data(), N, cols.data(), N);
-#pragma omp parallel for schedule(static) firstprivate(one)
-          for (int64_t r = 0; r < rows_; ++r) {
-            for (int64_t k = 0; k < q; ++k)
-              std::copy(cols.begin() + k * N + r * P, cols.begin() + k * N + (r + 1) * P, one.begin() + k * P);
-            col2im(s, one.data(), g, fresh.data() + r * src_size);
-          }
+#pragma omp parallel for schedule(static)
+          for (int64_t r = 0; r < rows_; ++r) col2im(s, cols.data() + r * P, N, g, fresh.data() + r * src_size);
         }
         if (sound_) {
           std::vector<float> wm(batch_ * size);
@@ -666,6 +694,7 @@ std::vector<float> compute_bounds(const Network& net, const Query& query) {
         abs_sum += std::fabs(term);
       }
       result[r] = query.sound ? f32_down(value - gamma64(n_out) * abs_sum) : static_cast<float>(value);
+      if (std::isnan(result[r])) result[r] = -INFINITY;
     }
     return result;
   }

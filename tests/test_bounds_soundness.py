@@ -1,6 +1,7 @@
 """Bounds contain every output over the input set: sampled points, box vertices and PGD attacks,
 with the network evaluated in float64 (a stand-in for exact arithmetic well below float32's error)."""
 
+import copy
 from fractions import Fraction
 
 import numpy as np
@@ -104,9 +105,9 @@ def test_margins_hold_at_sampled_points(name):
 
 def exact_linear(weight, bias, x):
     """W x + b in rational arithmetic on the float32 values: (out,) of Fractions."""
-    w = [[Fraction(float(v)) for v in row] for row in weight.tolist()]
+    w = [[Fraction(float(v)) for v in row] for row in weight.detach().tolist()]
     xs = [Fraction(float(v)) for v in x.tolist()]
-    return [sum(wi * xi for wi, xi in zip(row, xs)) + Fraction(float(b)) for row, b in zip(w, bias.tolist())]
+    return [sum(wi * xi for wi, xi in zip(row, xs)) + Fraction(float(b)) for row, b in zip(w, bias.detach().tolist())]
 
 
 @pytest.mark.parametrize("engine", ["native", "torch"])
@@ -152,7 +153,7 @@ def test_rounding_matters_through_relu_layers(engine):
     bounded = certify.BoundedModel(model, (n,), engine=engine)
     x = 1 + torch.rand(2, n) * 1e-3
     with torch.no_grad():
-        exact = model.double()(x.double())
+        exact = copy.deepcopy(model).double()(x.double())  # a copy: the torch engine follows the model's parameters
     missed = {True: 0, False: 0}
     for method in METHODS:
         for sound in (True, False):

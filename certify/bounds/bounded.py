@@ -48,13 +48,18 @@ class BoundedModel:
     engine: "native" (the C++ engine: OpenBLAS GEMMs, OpenMP, CPU) or "torch" (the plain-PyTorch,
     differentiable twin in certify.bounds.reference: the tests' reference and the path for
     certified training). Both run the same algorithms with the same rounding allowances.
+    The native engine copies the weights when the BoundedModel is made (build a new one after
+    changing the model); the torch engine follows the model's Linear/Conv2d parameters, so they
+    must stay float32 on the CPU.
     """
 
     def __init__(self, model: torch.nn.Module, input_shape, *, engine: str = "native", graph: Graph | None = None):
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
         self.input_shape = tuple(int(d) for d in input_shape)
-        self.graph = graph if graph is not None else trace(model, self.input_shape)
+        # The torch engine follows the model's live parameters (gradients flow to them; the C++
+        # engine copies the weights once, at construction).
+        self.graph = graph if graph is not None else trace(model, self.input_shape, differentiable=engine == "torch")
         self.num_outputs = int(np.prod(self.graph.output.shape))
         self.engine = engine
         self._native = NativeEngine(self.graph) if engine == "native" else None

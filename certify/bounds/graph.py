@@ -158,13 +158,23 @@ def _f32(t: torch.Tensor) -> torch.Tensor:
     return t.detach().to(torch.float32).cpu().contiguous()
 
 
+def _live(t: torch.Tensor) -> torch.Tensor:
+    if t.dtype != torch.float32 or t.device.type != "cpu":
+        raise ValueError("differentiable tracing needs float32 parameters on the CPU")
+    return t
+
+
 def _pair(v) -> tuple[int, int]:
     return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
 # ------------------------------------------------------------------------ tracing
-def trace(model: torch.nn.Module, input_shape) -> Graph:
-    """Traces `model` (eval mode) on inputs of `input_shape` (no batch dim) into a Graph."""
+def trace(model: torch.nn.Module, input_shape, differentiable: bool = False) -> Graph:
+    """Traces `model` (eval mode) on inputs of `input_shape` (no batch dim) into a Graph.
+
+    differentiable=False snapshots the weights (float32 copies); True keeps the model's own
+    Linear/Conv2d parameters, so bounds from the torch engine carry gradients to them (the path for
+    certified training; batch-norm and normalisation constants are still snapshots)."""
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     input_shape = tuple(int(d) for d in input_shape)
@@ -180,12 +190,13 @@ def trace(model: torch.nn.Module, input_shape) -> Graph:
         ShapeProp(gm).propagate(example)
     except Exception as exc:  # noqa: BLE001
         raise ValueError(f"the model does not run on inputs of shape {input_shape}: {exc}") from exc
-    return _Builder(gm).build()
+    return _Builder(gm, differentiable).build()
 
 
 class _Builder:
-    def __init__(self, gm: torch.fx.GraphModule):
+    def __init__(self, gm: torch.fx.GraphModule, differentiable: bool = False):
         self.gm = gm
+        self.param = _live if differentiable else _f32
         self.graph = Graph()
         self.index: dict[torch.fx.Node, int] = {}
         self.constants: dict[torch.fx.Node, torch.Tensor] = {}
@@ -256,7 +267,7 @@ class _Builder:
                 self._unsupported(node, f"Linear applied to values of shape {self.graph.nodes[src].shape} "
                                         "(flatten them first)")
             bias = module.bias if module.bias is not None else torch.zeros(module.out_features)
-            self._add(Linear(_f32(module.weight), _f32(bias)), (src,), node)
+            self._add(Linear(self.param(module.weight), self.param(bias)), (src,), node)
         elif isinstance(module, torch.nn.Conv2d):
             if module.padding_mode != "zeros" or isinstance(module.padding, str):
                 if isinstance(module.padding, str) and module.padding_mode == "zeros":
@@ -266,7 +277,7 @@ class _Builder:
             else:
                 padding = _pair(module.padding)
             bias = module.bias if module.bias is not None else torch.zeros(module.out_channels)
-            self._add(Conv2d(_f32(module.weight), _f32(bias), _pair(module.stride), padding,
+            self._add(Conv2d(self.param(module.weight), self.param(bias), _pair(module.stride), padding,
                              _pair(module.dilation), int(module.groups)), (src,), node)
         elif isinstance(module, torch.nn.ReLU):
             self._add(ReLU(), (src,), node)

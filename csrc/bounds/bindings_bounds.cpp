@@ -172,8 +172,9 @@ class PyNetwork {
 }  // namespace
 
 void bind(py::module_& m) {
-  // OpenBLAS runs single-threaded: its worker threads, spinning between calls, were measured to
-  // stall the engine's OpenMP loops by 10-30x on 2 cores. Parallelism comes from OpenMP.
+  // OpenBLAS runs single-threaded: with its worker threads on, steps of the engine were measured
+  // 10-30x slower on 2 cores (their wake-up and spinning against the OpenMP loops), and concurrent
+  // single-threaded calls from OpenMP threads 2-3x slower than one call. Parallelism is OpenMP's.
   scipy_openblas_set_num_threads(1);
   py::class_<PyNetwork>(m, "BoundNetwork")
       .def(py::init<>())

@@ -65,6 +65,20 @@ void per_word(const PhiloxLanes& w, T* z, F f) {
   }
 }
 
+// The angle half of Box-Muller for one pair per block: z[4b + k], z[4b + k + 1] = r (cos, sin).
+// One loop per pair: with the library's cos and sin, a loop holding both pairs was fused into a
+// scalar sincos call, which has no vector variant.
+template <typename T>
+void rotate_pairs(const uint32_t* angle_words, const T* radius, T* z, int k) {
+#pragma omp simd
+  for (int b = 0; b < kChunkBlocks; ++b) {
+    T c, s;
+    cos_sin_turns(uniform_closed_open<T>(angle_words[b]), &c, &s);
+    z[4 * b + k] = radius[b] * c;
+    z[4 * b + k + 1] = radius[b] * s;
+  }
+}
+
 template <typename T>
 void lanes_to_noise(NoiseKind kind, const PhiloxLanes& w, T* z) {
   switch (kind) {
@@ -77,22 +91,8 @@ void lanes_to_noise(NoiseKind kind, const PhiloxLanes& w, T* z) {
         r0[b] = std::sqrt(static_cast<T>(-2) * std::log(uniform_open_closed<T>(w.w0[b])));
         r2[b] = std::sqrt(static_cast<T>(-2) * std::log(uniform_open_closed<T>(w.w2[b])));
       }
-      // Separate loops for the two angles: one loop with library cos and sin would be fused
-      // into a scalar sincos call, which has no vector variant.
-#pragma omp simd
-      for (int b = 0; b < kChunkBlocks; ++b) {
-        T c, s;
-        cos_sin_turns(uniform_closed_open<T>(w.w1[b]), &c, &s);
-        z[4 * b + 0] = r0[b] * c;
-        z[4 * b + 1] = r0[b] * s;
-      }
-#pragma omp simd
-      for (int b = 0; b < kChunkBlocks; ++b) {
-        T c, s;
-        cos_sin_turns(uniform_closed_open<T>(w.w3[b]), &c, &s);
-        z[4 * b + 2] = r2[b] * c;
-        z[4 * b + 3] = r2[b] * s;
-      }
+      rotate_pairs<T>(w.w1, r0, z, 0);
+      rotate_pairs<T>(w.w3, r2, z, 2);
       break;
     }
     case NoiseKind::kLaplace:

@@ -215,8 +215,16 @@ def test_torch_engine_bounds_are_differentiable_in_the_weights():
     x = torch.rand(2, *shape)
     for method in ("ibp", "crown-ibp", "crown"):
         model.zero_grad()
-        margins = bounded.margins(x, torch.tensor([0, 1]), 0.05, method=method, sound=False)
+        margins = bounded.margins(x, torch.tensor([0, 1]), 0.05, method=method, sound=False, grad=True)
         (-margins.mean()).backward()
         grads = [p.grad for p in model.parameters()]
         assert all(g is not None and torch.isfinite(g).all() for g in grads), method
         assert sum(float(g.abs().sum()) for g in grads) > 0, method
+
+
+def test_bounds_carry_no_autograd_graph_by_default():
+    model, shape = build("mlp")
+    b = certify.BoundedModel(model, shape, engine="torch").bounds(torch.rand(2, *shape), 0.1)
+    assert not b.lower.requires_grad and not b.upper.requires_grad
+    with pytest.raises(ValueError, match="grad=True needs engine='torch'"):
+        certify.BoundedModel(model, shape).bounds(torch.rand(2, *shape), 0.1, grad=True)

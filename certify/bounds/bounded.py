@@ -64,10 +64,15 @@ class BoundedModel:
         self.engine = engine
         self._native = NativeEngine(self.graph) if engine == "native" else None
 
-    def _compute(self, input_set, method, sound, spec=None) -> torch.Tensor:
+    def _compute(self, input_set, method, sound, spec=None, grad: bool = False) -> torch.Tensor:
         if self._native is not None:
+            if grad:
+                raise ValueError("grad=True needs engine='torch' (the C++ engine computes no gradients)")
             return self._native.compute_bounds(input_set, method, sound, spec)
-        return reference.compute_bounds(self.graph, input_set, method, sound, spec=spec)
+        # Without grad, no autograd graph is kept: CROWN's many row chunks would otherwise each
+        # hold theirs until the end (gigabytes on a small CNN at batch 64).
+        with torch.set_grad_enabled(grad):
+            return reference.compute_bounds(self.graph, input_set, method, sound, spec=spec)
 
     # ------------------------------------------------------------------ checks
     def _input_set(self, x, eps, norm, domain, sound) -> InputSet:
@@ -122,32 +127,39 @@ class BoundedModel:
         return labels.long()
 
     # ------------------------------------------------------------------ API
-    def bounds(self, x, eps, norm: str = "linf", method: str = "crown", *, domain=None, sound: bool = True) -> Bounds:
-        """Bounds on the logits over the ball of radius eps (a number or one per input) around each input."""
+    def bounds(self, x, eps, norm: str = "linf", method: str = "crown", *, domain=None, sound: bool = True,
+               grad: bool = False) -> Bounds:
+        """Bounds on the logits over the ball of radius eps (a number or one per input) around each input.
+
+        grad=True (engine='torch' only) keeps the autograd graph: the bounds are differentiable in
+        the model's Linear/Conv2d parameters, for certified training."""
         input_set = self._input_set(x, eps, norm, domain, sound)
         if self._method(method) == "ibp":  # the output's interval itself
             if self._native is not None:
+                if grad:
+                    raise ValueError("grad=True needs engine='torch' (the C++ engine computes no gradients)")
                 lower, upper = self._native.ibp_output_box(input_set, sound)
             else:
-                lower, upper = reference.ibp(self.graph, input_set.box, sound)[-1]
+                with torch.set_grad_enabled(grad):
+                    lower, upper = reference.ibp(self.graph, input_set.box, sound)[-1]
             batch = len(input_set.centre)
             return Bounds(lower=lower.reshape(batch, -1), upper=upper.reshape(batch, -1))
-        both = self._compute(input_set, method, sound)
+        both = self._compute(input_set, method, sound, grad=grad)
         k = self.num_outputs
         return Bounds(lower=both[:, :k], upper=-both[:, k:])
 
     def margins(self, x, labels, eps, norm: str = "linf", method: str = "crown", *, domain=None,
-                sound: bool = True) -> torch.Tensor:
+                sound: bool = True, grad: bool = False) -> torch.Tensor:
         """Lower bounds on logit[label] - logit[j] for every j != label: (B, num_outputs - 1).
 
         The margin matrix is folded into the back-substitution (for IBP: into the last Linear
-        layer), which is tighter than subtracting logit bounds."""
+        layer), which is tighter than subtracting logit bounds. grad: as in bounds()."""
         if self.num_outputs < 2:
             raise ValueError("margins need a model with at least 2 outputs (classes); use bounds() for one output")
         input_set = self._input_set(x, eps, norm, domain, sound)
         labels = self._labels(labels, len(input_set.centre))
         spec = margin_spec(labels, self.num_outputs)
-        return self._compute(input_set, self._method(method), sound, spec=spec)
+        return self._compute(input_set, self._method(method), sound, spec=spec, grad=grad)
 
     def verify(self, x, labels, eps, norm: str = "linf", method: str = "crown", *, domain=None,
                sound: bool = True) -> torch.Tensor:

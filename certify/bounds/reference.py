@@ -32,7 +32,7 @@ __all__ = ["InputSet", "ibp", "backward", "compute_bounds", "margin_spec", "UNIT
 UNIT_ROUNDOFF = 2.0**-24  # float32
 U64 = 2.0**-53
 UNDERFLOW = 2.0**-140  # per-term allowance for subnormal products (Higham's eta is 2^-149)
-ROW_CHUNK = 256  # intermediate neurons bounded per back-substitution
+CHUNK_COEFFICIENTS = 4_000_000  # coefficients per back-substitution chunk (bounds the memory)
 
 
 def gamma(n: int) -> float:
@@ -395,7 +395,9 @@ def tighten_intermediate(graph: Graph, boxes: list, input_set: InputSet, sound: 
         shape = graph.nodes[pre].shape
         batch = lower.shape[0]
         new_lower, new_upper = lower.reshape(batch, -1).clone(), upper.reshape(batch, -1).clone()
-        for chunk in unstable.split(ROW_CHUNK):  # bounded memory: (B, 2 chunk, size) coefficients
+        widest = max(n.size for n in graph.nodes[:pre + 1])
+        per_chunk = max(1, CHUNK_COEFFICIENTS // (2 * batch * widest))
+        for chunk in unstable.split(per_chunk):  # bounded memory: (B, 2 chunk, widest) coefficients
             spec = identity_spec(batch, shape, chunk)
             start, const = pre, None
             layer = graph.nodes[pre].layer

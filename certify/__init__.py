@@ -4,7 +4,7 @@ Randomized smoothing: certify.Smoothed with certify.Gaussian / Laplace / Uniform
 Bound propagation: certify.BoundedModel (IBP, CROWN, CROWN-IBP), sound in floating point.
 """
 
-from certify import stats
+from certify import stats, train
 from certify._native import core as _core
 from certify.bounds import BoundedModel, Bounds, UnsupportedModelError
 from certify.noise import Gaussian, Laplace, Noise, Uniform
@@ -28,6 +28,7 @@ __all__ = [
     "get_num_threads",
     "set_num_threads",
     "stats",
+    "train",
 ]
 
 

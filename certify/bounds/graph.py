@@ -159,8 +159,8 @@ def _f32(t: torch.Tensor) -> torch.Tensor:
 
 
 def _live(t: torch.Tensor) -> torch.Tensor:
-    if t.dtype != torch.float32 or t.device.type != "cpu":
-        raise ValueError("differentiable tracing needs float32 parameters on the CPU")
+    if t.dtype not in (torch.float32, torch.float64) or t.device.type != "cpu":
+        raise ValueError("differentiable tracing needs float32 or float64 parameters on the CPU")
     return t
 
 
@@ -185,7 +185,8 @@ def trace(model: torch.nn.Module, input_shape, differentiable: bool = False) -> 
         gm = torch.fx.symbolic_trace(model)
     except Exception as exc:  # noqa: BLE001 - fx raises many types
         raise UnsupportedModelError(f"certify could not trace the model with torch.fx: {exc}") from exc
-    example = torch.zeros((1, *input_shape), dtype=torch.float32)
+    param = next((p for p in model.parameters() if p.is_floating_point()), None)
+    example = torch.zeros((1, *input_shape), dtype=param.dtype if param is not None else torch.float32)
     try:
         ShapeProp(gm).propagate(example)
     except Exception as exc:  # noqa: BLE001

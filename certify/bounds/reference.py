@@ -359,14 +359,14 @@ def backward(graph: Graph, start: int, spec: torch.Tensor, boxes: list, input_se
     if sound:
         lower = to_f32_down(lower - state.slack * (1 + 1e-12))
     else:
-        lower = lower.float()
+        lower = lower.to(spec.dtype)  # plain bounds keep the network's precision (float64 for gradcheck)
     return torch.nan_to_num(lower, nan=-float("inf"))  # overflow: no finite bound
 
 
 # ========================================================================= driver
-def identity_spec(batch: int, node_shape, rows=None) -> torch.Tensor:
+def identity_spec(batch: int, node_shape, rows=None, dtype=torch.float32) -> torch.Tensor:
     size = int(torch.tensor(node_shape).prod()) if node_shape else 1
-    eye = torch.eye(size)
+    eye = torch.eye(size, dtype=dtype)
     if rows is not None:
         eye = eye[rows]
     return torch.cat([eye, -eye]).reshape(1, -1, *node_shape).expand(batch, -1, *node_shape)
@@ -398,7 +398,7 @@ def tighten_intermediate(graph: Graph, boxes: list, input_set: InputSet, sound: 
         widest = max(n.size for n in graph.nodes[:pre + 1])
         per_chunk = max(1, CHUNK_COEFFICIENTS // (2 * batch * widest))
         for chunk in unstable.split(per_chunk):  # bounded memory: (B, 2 chunk, widest) coefficients
-            spec = identity_spec(batch, shape, chunk)
+            spec = identity_spec(batch, shape, chunk, dtype=lower.dtype)
             start, const = pre, None
             layer = graph.nodes[pre].layer
             if isinstance(layer, (Linear, Conv2d)):
@@ -449,6 +449,7 @@ def compute_bounds(graph: Graph, input_set: InputSet, method: str, sound: bool =
     out = graph.output
     if spec is None:
         spec = identity_spec(batch, out.shape)
+    spec = spec.to(input_set.centre.dtype)
     boxes = ibp(graph, input_set.box, sound)
     if method == "ibp":
         if isinstance(out.layer, Linear):

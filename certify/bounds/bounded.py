@@ -57,6 +57,10 @@ class BoundedModel:
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
         self.input_shape = tuple(int(d) for d in input_shape)
+        if isinstance(model, torch.nn.Module) and any(p.is_floating_point() and p.dtype != torch.float32
+                                                      for p in model.parameters()):
+            raise ValueError("BoundedModel needs a float32 model (its bounds are for the float32 weights); "
+                             "convert with model.float()")
         # The torch engine follows the model's live parameters (gradients flow to them; the C++
         # engine copies the weights once, at construction).
         self.graph = graph if graph is not None else trace(model, self.input_shape, differentiable=engine == "torch")
@@ -76,7 +80,7 @@ class BoundedModel:
 
     # ------------------------------------------------------------------ checks
     def _input_set(self, x, eps, norm, domain, sound) -> InputSet:
-        x = _checks.input_tensor("x", x, self.input_shape, batched=True).to(torch.float32)
+        x = _checks.input_tensor("x", x, self.input_shape, batched=True)  # float32 or float64, kept exact
         if x.device.type != "cpu":
             raise ValueError(f"x is on {x.device}; the bound engines run on the CPU in this build")
         if norm not in NORMS:
@@ -95,17 +99,17 @@ class BoundedModel:
 
     @staticmethod
     def _eps(eps, batch: int) -> torch.Tensor:
+        """eps as float64 (the value asked for: the input set rounds it outward, never down)."""
         if isinstance(eps, numbers.Real) and not isinstance(eps, bool):
-            eps = torch.full((batch,), float(eps))
+            eps = torch.full((batch,), float(eps), dtype=torch.float64)
         elif isinstance(eps, (torch.Tensor, np.ndarray)):
-            eps = torch.as_tensor(eps, dtype=torch.float32).reshape(-1)
+            eps = torch.as_tensor(eps).to(torch.float64).reshape(-1)
             if eps.numel() == 1:
                 eps = eps.expand(batch).clone()
             if eps.numel() != batch:
                 raise ValueError(f"eps must be a number or one value per input ({batch}), got {eps.numel()} values")
         else:
             raise TypeError(f"eps must be a number or a tensor of one value per input, got {type(eps).__name__}")
-        eps = eps.to(torch.float32)
         if not bool(torch.isfinite(eps).all()) or bool((eps < 0).any()):
             raise ValueError("eps must be finite and >= 0")
         return eps

@@ -124,29 +124,31 @@ class Graph:
 
 
 # ------------------------------------------------------------------- exact constants
-def interval_f32(value64, exact: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def interval_f32(value64, exact: bool = False, magnitude=None) -> tuple[torch.Tensor, torch.Tensor]:
     """A float32 interval [lo, hi] enclosing real numbers given as float64 values.
 
     exact=True: the values are the reals themselves (e.g. a float32 constant, negated); where
-    float32 holds them the interval is a point. Otherwise the float64 values are within 4 float64
-    ulps of the reals (one or two correctly rounded operations): widened by that, rounded to
-    float32 and moved out by one float32 ulp each way.
+    float32 holds them the interval is a point. Otherwise the float64 values are within
+    4 eps64 * max(|value|, magnitude) of the reals, where `magnitude` bounds the size of the terms
+    the value was computed from (a difference that cancels keeps the error of its terms, not of
+    its result): widened by that, rounded to float32 and moved out by one float32 ulp each way.
     """
     value64 = np.asarray(value64, dtype=np.float64)
     as32 = value64.astype(np.float32)
     if exact and np.array_equal(as32.astype(np.float64), value64):
         point = torch.from_numpy(np.ascontiguousarray(as32))
         return point, point.clone()
-    slack = np.abs(value64) * 4 * np.finfo(np.float64).eps
+    size = np.abs(value64) if magnitude is None else np.maximum(np.abs(value64), np.asarray(magnitude))
+    slack = size * 4 * np.finfo(np.float64).eps
     lo = np.nextafter((value64 - slack).astype(np.float32), np.float32(-np.inf))
     hi = np.nextafter((value64 + slack).astype(np.float32), np.float32(np.inf))
     return torch.from_numpy(np.ascontiguousarray(lo)), torch.from_numpy(np.ascontiguousarray(hi))
 
 
-def exact_affine(scale64, shift64, exact: bool = False) -> ElementwiseAffine:
-    """y = s x + t for real s, t given in float64 (see interval_f32 for `exact`)."""
+def exact_affine(scale64, shift64, exact: bool = False, shift_magnitude=None) -> ElementwiseAffine:
+    """y = s x + t for real s, t given in float64 (see interval_f32 for `exact` and the magnitude)."""
     s_lo, s_hi = interval_f32(scale64, exact)
-    t_lo, t_hi = interval_f32(shift64, exact)
+    t_lo, t_hi = interval_f32(shift64, exact, shift_magnitude)
     return ElementwiseAffine(s_lo, s_hi, t_lo, t_hi)
 
 
@@ -155,6 +157,10 @@ def _f64(t: torch.Tensor) -> np.ndarray:
 
 
 def _f32(t: torch.Tensor) -> torch.Tensor:
+    if t.is_floating_point() and t.dtype != torch.float32 and isinstance(t, torch.nn.Parameter):
+        # Rounding a float64 weight to float32 would bound a different network.
+        raise ValueError(f"the bound engines need a float32 model; got parameters of dtype {t.dtype} "
+                         "(convert with model.float())")
     return t.detach().to(torch.float32).cpu().contiguous()
 
 
@@ -178,9 +184,10 @@ def trace(model: torch.nn.Module, input_shape, differentiable: bool = False) -> 
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     input_shape = tuple(int(d) for d in input_shape)
-    if model.training:
-        raise ValueError("the model is in training mode; call model.eval() first (batch norm and dropout "
-                         "must use their inference behaviour)")
+    training = [name or type(model).__name__ for name, m in model.named_modules() if m.training]
+    if training:
+        raise ValueError(f"the model has modules in training mode ({', '.join(training[:3])}); call model.eval() "
+                         "first (batch norm and dropout must use their inference behaviour)")
     try:
         gm = torch.fx.symbolic_trace(model)
     except Exception as exc:  # noqa: BLE001 - fx raises many types
@@ -259,8 +266,16 @@ class _Builder:
         self.index[node] = source
 
     # --------------------------------------------------------------- modules
+    def _inplace_check(self, node, inplace: bool) -> None:
+        """An in-place op overwrites its input: sound only when nothing else reads that input."""
+        source = node.args[0]
+        if inplace and isinstance(source, torch.fx.Node) and len(source.users) > 1:
+            self._unsupported(node, f"in-place '{node.target}' on a value that is also used elsewhere "
+                                    f"('{source.name}' is read after being overwritten; use inplace=False)")
+
     def _module(self, node, module) -> None:
         src = self._graph_input(node)
+        self._inplace_check(node, bool(getattr(module, "inplace", False)))
         if isinstance(module, (torch.nn.Identity, torch.nn.Dropout)):
             self._alias(node, src)
         elif isinstance(module, torch.nn.Linear):
@@ -308,10 +323,14 @@ class _Builder:
         var = _f64(bn.running_var) + bn.eps
         gamma = _f64(bn.weight) if bn.weight is not None else np.ones_like(var)
         beta = _f64(bn.bias) if bn.bias is not None else np.zeros_like(var)
-        scale = gamma / np.sqrt(var)
+        scale = gamma / np.sqrt(var)  # var + eps, sqrt, division: within 2 eps64 relative
         shift = beta - _f64(bn.running_mean) * scale
+        # The shift's error is relative to its terms (|beta| + |mean scale|, doubled for the error
+        # carried in scale), not to the difference, which can cancel.
+        magnitude = 2 * (np.abs(beta) + np.abs(_f64(bn.running_mean) * scale))
         view = (-1,) + (1,) * (len(shape) - 1)
-        self._add(exact_affine(scale.reshape(view), shift.reshape(view)), (src,), node)
+        self._add(exact_affine(scale.reshape(view), shift.reshape(view), shift_magnitude=magnitude.reshape(view)),
+                  (src,), node)
 
     def _avg_pool(self, node, pool, src) -> None:
         if pool.ceil_mode or pool.divisor_override is not None or not pool.count_include_pad:
@@ -334,6 +353,8 @@ class _Builder:
         if name == "size" or (target is getattr and node.args[1:] == ("shape",)):
             return  # a shape query (as in x.view(x.size(0), -1)): not a value the bounds follow
         if target in (torch.relu, torch.nn.functional.relu) or name == "relu":
+            self._inplace_check(node, bool(node.kwargs.get("inplace", False)) or
+                                (len(node.args) > 1 and bool(node.args[1])))
             self._add(ReLU(), (self._first_graph_arg(node),), node)
         elif target in (torch.flatten,) or name in ("flatten", "view", "reshape", "contiguous"):
             self._reshape(node)

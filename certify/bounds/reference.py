@@ -79,14 +79,27 @@ class InputSet:
 
     @staticmethod
     def make(centre: torch.Tensor, eps: torch.Tensor, norm: str, domain=None, sound: bool = True) -> "InputSet":
-        e = eps.view(-1, *([1] * (centre.dim() - 1)))
-        lower, upper = centre - e, centre + e
-        if sound:
-            lower, upper = down(lower), up(upper)
+        """The set around `centre` (float32 or float64) of radius `eps` (float64 or float32), as the
+        engines' float32 data, rounded so that it contains the set asked for: the box from float64
+        x -+ eps rounded outward, the domain's endpoints rounded outward, and for l2 the float32
+        centre with the radius grown by its distance to the given centre, rounded up."""
+        x64, e64 = centre.double(), eps.double()
+        e = e64.view(-1, *([1] * (centre.dim() - 1)))
+        centre32 = centre.float()
+        if not sound:
+            lower, upper = (x64 - e).float(), (x64 + e).float()
+            eps32 = e64.float()
+        else:
+            lower, upper = to_f32_down(x64 - e), to_f32_up(x64 + e)
+            shift = (x64 - centre32.double()).flatten(1).norm(dim=1)
+            eps32 = to_f32_up(e64 + shift * (1 + 1e-12)) if norm == "l2" else to_f32_up(e64)
         if domain is not None and norm == "linf":
-            lower = lower.clamp(min=domain[0])
-            upper = upper.clamp(max=domain[1])
-        return InputSet(norm, centre, eps, (lower, upper))
+            lo, hi = torch.tensor(float(domain[0]), dtype=torch.float64), torch.tensor(float(domain[1]), dtype=torch.float64)
+            if sound:
+                lo, hi = to_f32_down(lo), to_f32_up(hi)
+            lower = lower.clamp(min=float(lo))
+            upper = upper.clamp(max=float(hi))
+        return InputSet(norm, centre32, eps32, (lower, upper))
 
 
 # ============================================================================ IBP

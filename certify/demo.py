@@ -9,9 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-
 import certify
 from certify import models
+
 
 def run(out: Path, sigma: float = 0.25, num_inputs: int = 100, n: int = 10_000, alpha: float = 0.001,
         quiet: bool = False) -> dict:

@@ -91,16 +91,14 @@ def model_output(logits, batch: int, num_classes: int) -> torch.Tensor:
     return logits
 
 
-def eval_mode(model) -> None:
-    """Smoothing needs independent draws: a module (or any of its sub-modules) in training mode
-    (dropout, batch statistics) is refused. A plain function is trusted: wrap modules in eval mode."""
+def eval_mode(model, why: str) -> None:
+    """Refuses a module with any sub-module in training mode (dropout, batch statistics), saying `why`
+    that matters to the caller. A plain function is trusted: wrap modules in eval mode."""
     if isinstance(model, torch.nn.Module):
         training = [name or type(model).__name__ for name, m in model.named_modules() if m.training]
         if training:
             raise ValueError(
-                f"the model has modules in training mode ({', '.join(training[:3])}); call model.eval() first "
-                "(batch-norm statistics in training mode couple the noisy samples of a batch and change the "
-                "model, and dropout makes the draws depend on the batch)"
+                f"the model has modules in training mode ({', '.join(training[:3])}); call model.eval() first ({why})"
             )
 
 

@@ -4,7 +4,6 @@ with the network evaluated in float64 (a stand-in for exact arithmetic well belo
 import copy
 from fractions import Fraction
 
-import numpy as np
 import pytest
 import torch
 from bound_models import MODELS, build

@@ -23,6 +23,8 @@ import torch
 import torch.fx
 from torch.fx.passes.shape_prop import ShapeProp
 
+from certify import _checks
+
 __all__ = [
     "Graph", "Node", "Input", "Linear", "Conv2d", "ReLU", "Reshape", "ElementwiseAffine", "Add",
     "trace", "UnsupportedModelError",
@@ -184,10 +186,7 @@ def trace(model: torch.nn.Module, input_shape, differentiable: bool = False) -> 
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     input_shape = tuple(int(d) for d in input_shape)
-    training = [name or type(model).__name__ for name, m in model.named_modules() if m.training]
-    if training:
-        raise ValueError(f"the model has modules in training mode ({', '.join(training[:3])}); call model.eval() "
-                         "first (batch norm and dropout must use their inference behaviour)")
+    _checks.eval_mode(model, "batch norm and dropout must use their inference behaviour")
     try:
         gm = torch.fx.symbolic_trace(model)
     except Exception as exc:  # noqa: BLE001 - fx raises many types

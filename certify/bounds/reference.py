@@ -397,7 +397,7 @@ def margin_spec(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 def tighten_intermediate(graph: Graph, boxes: list, input_set: InputSet, sound: bool) -> list:
     """CROWN bounds on every ReLU's input, in order, each used for the next (Zhang et al. 2018)."""
-    for index, node in enumerate(graph.nodes):
+    for node in graph.nodes:
         if not isinstance(node.layer, ReLU):
             continue
         pre = node.inputs[0]

@@ -7,7 +7,6 @@ Algorithms CERTIFY and PREDICT; Yang et al. 2020 for the l1 noises (see certify.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from certify import _checks, stats
 from certify._native import core, require_cpu
@@ -19,6 +18,8 @@ from certify.smoothing.sampling import Progress, Stream, count_classes
 __all__ = ["Smoothed"]
 
 BACKENDS = ("native", "torch")
+SAMPLES_INDEPENDENT = ("batch-norm statistics in training mode couple the noisy samples of a batch and change the "
+                       "model, and dropout makes the draws depend on the batch")
 
 
 class Smoothed:
@@ -92,7 +93,7 @@ class Smoothed:
         batch_size = _checks.positive_int("batch_size", batch_size)
         seed = _checks.seed(seed)
         start_index = _checks.index("start_index", start_index, limit=2**32 - len(xs) + 1)
-        _checks.eval_mode(self.model)
+        _checks.eval_mode(self.model, SAMPLES_INDEPENDENT)
         _checks.model_dtype(self.model, xs.dtype)
         if self.backend == "torch":
             return reference.certify_batch(
@@ -130,7 +131,7 @@ class Smoothed:
         batch_size = _checks.positive_int("batch_size", batch_size)
         seed = _checks.seed(seed)
         input_index = _checks.index("input_index", input_index)
-        _checks.eval_mode(self.model)
+        _checks.eval_mode(self.model, SAMPLES_INDEPENDENT)
         _checks.model_dtype(self.model, x.dtype)
         if self.backend == "torch":
             return reference.predict(self.model, x, self.num_classes, self.noise, n, alpha, batch_size, seed, input_index)

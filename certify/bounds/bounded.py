@@ -66,17 +66,7 @@ class BoundedModel:
         self.graph = graph if graph is not None else trace(model, self.input_shape, differentiable=engine == "torch")
         self.num_outputs = int(np.prod(self.graph.output.shape))
         self.engine = engine
-        self._native = NativeEngine(self.graph) if engine == "native" else None
-
-    def _compute(self, input_set, method, sound, spec=None, grad: bool = False) -> torch.Tensor:
-        if self._native is not None:
-            if grad:
-                raise ValueError("grad=True needs engine='torch' (the C++ engine computes no gradients)")
-            return self._native.compute_bounds(input_set, method, sound, spec)
-        # Without grad, no autograd graph is kept: CROWN's many row chunks would otherwise each
-        # hold theirs until the end (gigabytes on a small CNN at batch 64).
-        with torch.set_grad_enabled(grad):
-            return reference.compute_bounds(self.graph, input_set, method, sound, spec=spec)
+        self._engine = NativeEngine(self.graph) if engine == "native" else reference.TorchEngine(self.graph)
 
     # ------------------------------------------------------------------ checks
     def _input_set(self, x, eps, norm, domain, sound) -> InputSet:
@@ -139,16 +129,10 @@ class BoundedModel:
         the model's Linear/Conv2d parameters, for certified training."""
         input_set = self._input_set(x, eps, norm, domain, sound)
         if self._method(method) == "ibp":  # the output's interval itself
-            if self._native is not None:
-                if grad:
-                    raise ValueError("grad=True needs engine='torch' (the C++ engine computes no gradients)")
-                lower, upper = self._native.ibp_output_box(input_set, sound)
-            else:
-                with torch.set_grad_enabled(grad):
-                    lower, upper = reference.ibp(self.graph, input_set.box, sound)[-1]
+            lower, upper = self._engine.ibp_output_box(input_set, sound, grad)
             batch = len(input_set.centre)
             return Bounds(lower=lower.reshape(batch, -1), upper=upper.reshape(batch, -1))
-        both = self._compute(input_set, method, sound, grad=grad)
+        both = self._engine.compute_bounds(input_set, method, sound, grad=grad)
         k = self.num_outputs
         return Bounds(lower=both[:, :k], upper=-both[:, k:])
 
@@ -163,7 +147,7 @@ class BoundedModel:
         input_set = self._input_set(x, eps, norm, domain, sound)
         labels = self._labels(labels, len(input_set.centre))
         spec = margin_spec(labels, self.num_outputs)
-        return self._compute(input_set, self._method(method), sound, spec=spec, grad=grad)
+        return self._engine.compute_bounds(input_set, self._method(method), sound, spec=spec, grad=grad)
 
     def verify(self, x, labels, eps, norm: str = "linf", method: str = "crown", *, domain=None,
                sound: bool = True) -> torch.Tensor:

@@ -113,13 +113,6 @@ class Graph:
     def output(self) -> Node:
         return self.nodes[-1]
 
-    def consumers(self) -> list[list[int]]:
-        users: list[list[int]] = [[] for _ in self.nodes]
-        for i, node in enumerate(self.nodes):
-            for j in node.inputs:
-                users[j].append(i)
-        return users
-
     def add(self, layer: Layer, inputs: tuple[int, ...], shape, where: str) -> int:
         self.nodes.append(Node(layer, tuple(inputs), tuple(int(d) for d in shape), where))
         return len(self.nodes) - 1

@@ -47,8 +47,14 @@ class NativeEngine:
                 raise TypeError(f"the native engine has no rule for {type(layer).__name__}")
         self.net = net
 
+    @staticmethod
+    def _no_grad(grad: bool) -> None:
+        if grad:
+            raise ValueError("grad=True needs engine='torch' (the C++ engine computes no gradients)")
+
     def compute_bounds(self, input_set: InputSet, method: str, sound: bool = True,
-                       spec: torch.Tensor | None = None) -> torch.Tensor:
+                       spec: torch.Tensor | None = None, grad: bool = False) -> torch.Tensor:
+        self._no_grad(grad)
         batch = input_set.centre.shape[0]
         if spec is None:
             spec = identity_spec(batch, self.graph.output.shape)
@@ -59,7 +65,9 @@ class NativeEngine:
         )
         return torch.from_numpy(out)
 
-    def ibp_output_box(self, input_set: InputSet, sound: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    def ibp_output_box(self, input_set: InputSet, sound: bool = True,
+                       grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        self._no_grad(grad)
         batch = input_set.centre.shape[0]
         lower, upper = self.net.ibp_output_box(_np(input_set.box[0].reshape(batch, -1)),
                                                _np(input_set.box[1].reshape(batch, -1)), sound)

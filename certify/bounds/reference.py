@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from certify.bounds.graph import Add, Conv2d, ElementwiseAffine, Graph, Input, Linear, ReLU, Reshape
 
-__all__ = ["InputSet", "ibp", "backward", "compute_bounds", "margin_spec", "UNIT_ROUNDOFF"]
+__all__ = ["InputSet", "ibp", "backward", "compute_bounds", "margin_spec", "TorchEngine", "UNIT_ROUNDOFF"]
 
 UNIT_ROUNDOFF = 2.0**-24  # float32
 U64 = 2.0**-53
@@ -478,3 +478,22 @@ def compute_bounds(graph: Graph, input_set: InputSet, method: str, sound: bool =
     elif method != "crown-ibp":
         raise ValueError(f"method must be 'ibp', 'crown' or 'crown-ibp', got {method!r}")
     return backward(graph, len(graph.nodes) - 1, spec, boxes, input_set, sound)
+
+
+class TorchEngine:
+    """This module behind the engine interface of certify.bounds.native.NativeEngine.
+
+    grad=False (the default) keeps no autograd graph: CROWN's many row chunks would otherwise each
+    hold theirs until the end (gigabytes on a small CNN at batch 64)."""
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+
+    def compute_bounds(self, input_set: InputSet, method: str, sound: bool = True,
+                       spec: torch.Tensor | None = None, grad: bool = False) -> torch.Tensor:
+        with torch.set_grad_enabled(grad):
+            return compute_bounds(self.graph, input_set, method, sound, spec=spec)
+
+    def ibp_output_box(self, input_set: InputSet, sound: bool = True, grad: bool = False):
+        with torch.set_grad_enabled(grad):
+            return ibp(self.graph, input_set.box, sound)[-1]

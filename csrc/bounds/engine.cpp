@@ -8,10 +8,6 @@
 #include <string>
 #include <vector>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 #include <cblas.h>
 
 #include "bounds/network.h"
@@ -43,17 +39,10 @@ inline float next_down(float v) { return -next_up(-v); }
 float f32_down(double v) { return next_down(static_cast<float>(v)); }
 float f32_up(double v) { return next_up(static_cast<float>(v)); }
 
-int threads() {
-#ifdef _OPENMP
-  return omp_get_max_threads();
-#else
-  return 1;
-#endif
-}
-
-// C (M x N) = op(A) op(B), row-major. Every GEMM is one call from the calling thread, with
-// OpenBLAS's own threads: concurrent calls from OpenMP threads were measured 2-3x slower than
-// one call (OpenBLAS serialises them internally), so BLAS is never called inside a parallel loop.
+// C (M x N) = op(A) op(B), row-major: one OpenBLAS call from the calling thread, never from
+// inside a parallel loop. OpenBLAS runs single-threaded (set in bindings_bounds.cpp): concurrent
+// calls from OpenMP threads were measured 2-3x slower than one call, and OpenBLAS's own threads
+// 10-30x slower against the engine's OpenMP loops.
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
           const float* B, int64_t ldb, float* C, int64_t ldc) {
   if (M == 0 || N == 0) return;

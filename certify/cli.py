@@ -1,43 +1,391 @@
-"""The `certify` command. Subcommands: demo (more come with the CLI issue)."""
+"""The `certify` command.
+
+Exit codes: 0 success; 2 bad usage or bad input (an unreadable model, data that does not fit it, a
+run folder that holds another run, an unsupported operation); 1 failure (a certificate that does
+not verify, an internal error); 130 interrupted (committed rows are kept: rerun with --resume).
+"""
 
 from __future__ import annotations
 
-import argparse
+import functools
+import math
+import os
+import sys
 from pathlib import Path
 
+import click
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="certify", description="Certified robustness for PyTorch models.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="certify a noise-trained digits classifier with randomized smoothing")
-    demo.add_argument("--out", type=Path, default=Path("certify-demo"), help="folder for the results (default: ./certify-demo)")
-    demo.add_argument("--sigma", type=float, default=0.25, help="Gaussian noise level (default: 0.25)")
-    demo.add_argument("--inputs", type=int, default=100, help="test digits to certify (default: 100)")
-    demo.add_argument("--n", type=int, default=10_000, help="noise samples per input (default: 10,000)")
-    demo.add_argument("--alpha", type=float, default=0.001, help="failure probability (default: 0.001)")
-    demo.add_argument("--quiet", action="store_true", help="print nothing")
-    args = parser.parse_args(argv)
+EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 
-    if args.command == "demo":
-        from certify import demo as demo_module
 
-        # Checked before the training step, so a typo fails at once.
-        if args.inputs < 1:
-            parser.error(f"--inputs must be >= 1, got {args.inputs}")
-        if args.n < 1:
-            parser.error(f"--n must be >= 1, got {args.n}")
-        if not 0 < args.alpha < 1:
-            parser.error(f"--alpha must lie in (0, 1), got {args.alpha}")
-        if not (args.sigma > 0 and args.sigma < float("inf")):
-            parser.error(f"--sigma must be finite and > 0, got {args.sigma}")
+class BadInput(click.ClickException):
+    exit_code = EXIT_BAD_INPUT
 
+
+class Failure(click.ClickException):
+    exit_code = EXIT_FAILURE
+
+
+def _errors_to_exit_codes(command):
+    """ValueError (and its subclasses: model, data, run-store and unsupported-model errors) from
+    the library is the user's input: exit 2 with its message. Anything else: exit 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
         try:
-            demo_module.run(args.out, sigma=args.sigma, num_inputs=args.inputs, n=args.n, alpha=args.alpha,
-                            quiet=args.quiet)
-        except (ValueError, TypeError) as exc:
-            parser.error(str(exc))  # exit code 2: bad usage or input
-    return 0
+            return command(*args, **kwargs)
+        except click.ClickException:
+            raise
+        except (ValueError, TypeError, FileExistsError) as exc:
+            raise BadInput(str(exc)) from exc
+        except KeyboardInterrupt:
+            click.echo("\ninterrupted: finished inputs are stored; run the same command with --resume to continue",
+                       err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except Exception as exc:
+            if os.environ.get("CERTIFY_DEBUG"):
+                raise
+            raise Failure(f"{type(exc).__name__}: {exc} (set CERTIFY_DEBUG=1 for the traceback)") from exc
+
+    return wrapper
+
+
+def _positive(name):
+    def check(ctx, param, value):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise click.BadParameter(f"must be finite and > 0, got {value}", param_hint=name)
+        return value
+    return check
+
+
+def _probability(ctx, param, value):
+    if not 0 < value < 1:
+        raise click.BadParameter(f"must lie strictly between 0 and 1, got {value}", param_hint="--alpha")
+    return value
+
+
+def _radii(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        radii = [float(v) for v in value.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"must be comma-separated numbers, got {value!r}", param_hint="--radii") from None
+    if any(not (math.isfinite(r) and r >= 0) for r in radii):
+        raise click.BadParameter("radii must be finite and >= 0", param_hint="--radii")
+    return radii
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="certify")
+def main():
+    """Certified robustness for PyTorch models: randomized smoothing and bound propagation.
+
+    Start with `certify demo`; each run writes a folder with a resumable run store, a
+    certificate (JSON, optionally signed) and a report (HTML and Markdown).
+    """
+
+
+# ---------------------------------------------------------------------------- common options
+def _model_data_options(command):
+    options = [
+        click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+                     help="Model file: ONNX (.onnx), torch.export (.pt2), TorchScript, or a state dict (with --arch)."),
+        click.option("--arch", default=None,
+                     help="For a state dict: package.module:function returning the (untrained) model."),
+        click.option("--data", "data_spec", required=True,
+                     help="Inputs and labels: an .npz file (keys x and y), an .npy file of inputs (with --labels), "
+                          "or 'digits' for the bundled 8x8 digits test set."),
+        click.option("--labels", default=None, type=click.Path(dir_okay=False),
+                     help="Labels (.npy) for an .npy file of inputs."),
+        click.option("--limit", type=click.IntRange(min=1), default=None, help="Certify only the first N inputs."),
+        click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+                     help="Run folder (created; holds run.sqlite, certificate.json, report.html, report.md)."),
+        click.option("--resume", is_flag=True,
+                     help="Continue the run in --out where it stopped (same settings); finished inputs are kept."),
+        click.option("--sign-key", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+                     help="Ed25519 private key (from `certify keygen`) to sign the certificate with."),
+        click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors (for scripts)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _finish(cert: dict, out: Path, quiet: bool) -> None:
+    if quiet:
+        return
+    s = cert["summary"]
+    click.echo(f"certified {s['num_inputs']} inputs in {s['seconds']:.1f} s; clean accuracy {s['clean_accuracy']:.3f}")
+    for point in s["certified_accuracy"]:
+        click.echo(f"  certified accuracy at radius {point['radius']:<8g} {point['accuracy']:.3f}")
+    if s["verified_accuracy"] is not None and s["pgd_accuracy"] is not None:
+        click.echo(f"  accuracy under PGD attack           {s['pgd_accuracy']:.3f} (upper bound on robust accuracy)")
+    signed = " (signed)" if "signature" in cert else ""
+    click.echo(f"certificate{signed}: {out / 'certificate.json'}\nreport: {out / 'report.html'}, {out / 'report.md'}")
+
+
+# ---------------------------------------------------------------------------- smooth
+@main.command()
+@_model_data_options
+@click.option("--sigma", required=True, type=float, callback=_positive("--sigma"),
+              help="Noise level: σ of Gaussian noise, the scale λ of Laplace noise, the half-width of uniform noise.")
+@click.option("--noise", type=click.Choice(["gaussian", "laplace", "uniform"]), default="gaussian", show_default=True,
+              help="Noise family: gaussian certifies ℓ2 radii; laplace and uniform certify ℓ1 radii.")
+@click.option("--n0", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Samples that choose the class.")
+@click.option("--n", type=click.IntRange(min=1), default=100_000, show_default=True,
+              help="Samples that bound the class probability (independent of the n0 draw).")
+@click.option("--alpha", type=float, default=0.001, show_default=True, callback=_probability,
+              help="Failure probability of each input's certificate.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1_000, show_default=True,
+              help="Noisy copies per model call.")
+@click.option("--seed", type=click.IntRange(min=0, max=2**64 - 1), default=0, show_default=True,
+              help="Philox seed: the noise of input i is a function of (seed, i, sample).")
+@click.option("--backend", type=click.Choice(["native", "torch"]), default="native", show_default=True,
+              help="native: the C++ sampler; torch: the plain-PyTorch reference.")
+@click.option("--radii", callback=_radii, default=None,
+              help="Comma-separated radii for the certified-accuracy table (default 0,0.25,...,3).")
+@_errors_to_exit_codes
+def smooth(model_path, arch, data_spec, labels, limit, out, resume, sign_key, quiet, sigma, noise, n0, n, alpha,
+           batch_size, seed, backend, radii):
+    """Randomized smoothing: CERTIFY (Cohen et al. 2019) for every input.
+
+    Each input gets the smoothed classifier's prediction (-1 = abstain) and a radius: with
+    probability >= 1 - alpha, the smoothed prediction is constant on the ball of that radius.
+    """
+    from certify.runs import run
+
+    inputs = run.prepare(model_path, data_spec, arch=arch, labels=labels, limit=limit)
+    method = smoothing_method(noise, sigma, n0, n, alpha, batch_size, seed, backend)
+    _announce(quiet, inputs, f"smoothing: {noise} noise {sigma}, n0={n0}, n={n:,}, alpha={alpha}, seed={seed}")
+    cert = run.execute(out, inputs, method, resume=resume, quiet=quiet, sign_key=sign_key, radii=radii,
+                       config_extra={"arch": arch, "labels": labels})
+    _finish(cert, out, quiet)
+
+
+def smoothing_method(noise, sigma, n0, n, alpha, batch_size, seed, backend) -> dict:
+    return {"family": "smoothing", "procedure": "certify", "noise": noise, "scale": float(sigma),
+            "norm": "l2" if noise == "gaussian" else "l1", "n0": n0, "n": n, "alpha": float(alpha),
+            "batch_size": batch_size, "seed": seed, "backend": backend}
+
+
+def _announce(quiet: bool, inputs, what: str) -> None:
+    if not quiet:
+        click.echo(f"model {inputs.model.path} ({inputs.model.format}, sha256 {inputs.model.sha256[:12]}), "
+                   f"data {inputs.data.path}: {inputs.count} of {len(inputs.data)} inputs, shape "
+                   f"{inputs.data.input_shape}, {inputs.num_classes} classes", err=True)
+        click.echo(what, err=True)
+
+
+# ---------------------------------------------------------------------------- bounds
+@main.command()
+@_model_data_options
+@click.option("--eps", type=float, default=None, callback=_positive("--eps"),
+              help="Radius of the input ball to verify (required unless --radius).")
+@click.option("--norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True, help="Ball norm.")
+@click.option("--method", type=click.Choice(["ibp", "crown", "crown-ibp"]), default="crown", show_default=True,
+              help="Bound propagation method (CROWN is tightest, IBP fastest).")
+@click.option("--radius", "radius_mode", is_flag=True,
+              help="Find the largest certified eps per input (bisection up to --max-eps) instead of verifying --eps.")
+@click.option("--max-eps", type=float, default=1.0, show_default=True, callback=_positive("--max-eps"),
+              help="Upper end of the --radius search.")
+@click.option("--tol", type=float, default=1e-3, show_default=True, callback=_positive("--tol"),
+              help="Precision of the --radius search.")
+@click.option("--domain", type=(float, float), default=None,
+              help="Valid input range LO HI (e.g. 0 1 for pixels), intersected with an linf ball.")
+@click.option("--attack/--no-attack", default=True, show_default=True,
+              help="Also run a PGD attack at eps: the accuracy under attack bounds robust accuracy from above.")
+@click.option("--attack-steps", type=click.IntRange(min=1), default=50, show_default=True, help="PGD steps.")
+@click.option("--attack-restarts", type=click.IntRange(min=1), default=2, show_default=True, help="PGD restarts.")
+@_errors_to_exit_codes
+def bounds(model_path, arch, data_spec, labels, limit, out, resume, sign_key, quiet, eps, norm, method, radius_mode,
+           max_eps, tol, domain, attack, attack_steps, attack_restarts):
+    """Bound propagation: verify each input's label on a ball (sound in floating point).
+
+    Verified means the label's logit exceeds every other logit everywhere in the ball, proven in
+    exact arithmetic for the float32 network: no failure probability.
+    """
+    from certify.runs import run
+
+    if radius_mode == (eps is not None):
+        raise BadInput("give either --eps (verify) or --radius (largest certified eps), not both or neither")
+    if domain is not None and norm != "linf":
+        raise BadInput("--domain applies to --norm linf only")
+    inputs = run.prepare(model_path, data_spec, arch=arch, labels=labels, limit=limit)
+    method_ = bounds_method(method, norm, eps, max_eps if radius_mode else None, tol if radius_mode else None, domain,
+                            {"name": "pgd", "eps": eps, "steps": attack_steps, "restarts": attack_restarts, "seed": 0}
+                            if attack and not radius_mode else None)
+    _announce(quiet, inputs, f"bounds: {method} over {norm} " + (f"eps={eps}" if eps else f"radius up to {max_eps}"))
+    cert = run.execute(out, inputs, method_, resume=resume, quiet=quiet, sign_key=sign_key,
+                       config_extra={"arch": arch, "labels": labels})
+    _finish(cert, out, quiet)
+
+
+def bounds_method(method, norm, eps, max_eps, tol, domain, attack) -> dict:
+    return {"family": "bounds", "procedure": "verify" if eps is not None else "radius", "method": method,
+            "norm": norm, "eps": eps, "max_eps": max_eps, "tol": tol,
+            "domain": list(domain) if domain is not None else None, "sound": True, "attack": attack}
+
+
+# ---------------------------------------------------------------------------- vnnlib
+@main.command()
+@click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The network, as ONNX.")
+@click.option("--spec", required=True, type=click.Path(dir_okay=False, path_type=Path), help="VNN-LIB property file.")
+@click.option("--timeout", type=float, default=None, callback=_positive("--timeout"),
+              help="Seconds before answering 'timeout'.")
+@click.option("--method", type=click.Choice(["ibp", "crown", "crown-ibp"]), default="crown", show_default=True)
+@click.option("--result", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the answer to this result file (VNN-COMP form).")
+@_errors_to_exit_codes
+def vnnlib(model_path, spec, timeout, method, result):
+    """Check a VNN-LIB property (VNN-COMP format) on an ONNX network.
+
+    Prints `unsat` (proven: no input in the box satisfies the output constraints), `sat` and a
+    counterexample (found by attack, checked by running the model), `unknown`, or `timeout`.
+    """
+    import torch
+
+    from certify.formats import vnnlib as vnn
+    from certify.formats.model_files import load_model
+
+    loaded = load_model(model_path)
+    if loaded.input_shape is None:
+        raise BadInput("certify vnnlib takes an ONNX model (the input shape comes from its graph)")
+    with torch.no_grad():
+        num_outputs = int(loaded.module(torch.zeros(1, *loaded.input_shape)).numel())
+    prop = vnn.read_vnnlib(spec, num_inputs=math.prod(loaded.input_shape), num_outputs=num_outputs)
+    verdict = vnn.check_property(loaded.module, loaded.input_shape, prop, timeout=timeout, method=method)
+    text = vnn.format_result(verdict)
+    if result is not None:
+        from certify._files import write_text_atomic
+
+        write_text_atomic(result, text)
+    click.echo(text.rstrip("\n"))
+
+
+# ---------------------------------------------------------------------------- report / export
+@main.command()
+@click.argument("run_folder", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--html", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="HTML report path (default RUN/report.html).")
+@click.option("--markdown", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Markdown summary path (default RUN/report.md).")
+@_errors_to_exit_codes
+def report(run_folder, html, markdown):
+    """Write the HTML and Markdown reports of a finished run from its certificate."""
+    from certify import certificate
+    from certify.runs.run import CERTIFICATE_NAME, write_reports
+
+    path = run_folder / CERTIFICATE_NAME
+    if not path.exists():
+        raise BadInput(f"{run_folder} has no {CERTIFICATE_NAME}: the run has not finished (resume it first)")
+    write_reports(run_folder, certificate.load(path), html, markdown)
+    click.echo(f"report: {html or run_folder / 'report.html'}, {markdown or run_folder / 'report.md'}")
+
+
+@main.command()
+@click.argument("run_folder", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--tsv", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Output file, locuslab/smoothing's columns: idx label predict radius correct time.")
+@_errors_to_exit_codes
+def export(run_folder, tsv):
+    """Export a run's rows (finished so far) as TSV for existing analysis scripts."""
+    from certify._files import write_text_atomic
+    from certify.runs.store import RunStore
+
+    store = RunStore.load(run_folder)
+    try:
+        rows = store.rows()
+    finally:
+        store.close()
+    lines = ["idx\tlabel\tpredict\tradius\tcorrect\ttime"]
+    lines += [f"{r['index']}\t{r['label']}\t{r['prediction']}\t{r['radius']:.6g}\t{int(r['correct'])}\t{r['seconds']:.4f}"
+              for r in rows]
+    write_text_atomic(tsv, "\n".join(lines) + "\n")
+    click.echo(f"{len(rows)} rows written to {tsv}")
+
+
+# ---------------------------------------------------------------------------- keys and verification
+@main.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True,
+              help="Folder for the key files.")
+@click.option("--name", default="certify-key", show_default=True, help="Key file name (NAME.pem, NAME.pub.pem).")
+@_errors_to_exit_codes
+def keygen(out, name):
+    """Create an Ed25519 key pair for signing certificates (private key file mode 0600)."""
+    from certify import certificate
+
+    private, public = certificate.keygen(out, name)
+    click.echo(f"private key: {private} (keep it secret; sign with --sign-key)\npublic key: {public} "
+               "(give it to whoever checks your certificates)")
+
+
+@main.command("verify-certificate")
+@click.argument("cert_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--public-key", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="Require a valid signature by this Ed25519 public key.")
+@click.option("--audit", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Re-certify this many random inputs and check they agree (needs the model and data files).")
+@click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Model file for --audit (default: the path in the certificate).")
+@click.option("--data", "data_spec", default=None, help="Data for --audit (default: the path in the certificate).")
+@_errors_to_exit_codes
+def verify_certificate(cert_path, public_key, audit, model_path, data_spec):
+    """Check a certificate: schema, signature, rows and summary recomputed; optionally re-certify.
+
+    Exit 0 when every check passes, 1 when any fails.
+    """
+    from certify import certificate
+    from certify.runs.audit import audit_certificate
+
+    cert = certificate.load(cert_path)
+    checks = certificate.check(cert, public_key)
+    if audit and all(ok for _, ok, _ in checks):
+        checks += audit_certificate(cert, cert_path, audit, model_path, data_spec)
+    for name, ok, detail in checks:
+        click.echo(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}")
+    if not all(ok for _, ok, _ in checks):
+        raise Failure(f"{cert_path} does not verify")
+    click.echo(f"{cert_path}: verified")
+
+
+# ---------------------------------------------------------------------------- demo / bench
+@main.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("certify-demo"),
+              show_default=True, help="Folder for models, data, runs, certificates and reports.")
+@click.option("--inputs", type=click.IntRange(min=1), default=100, show_default=True, help="Test digits to certify.")
+@click.option("--n", type=click.IntRange(min=1), default=10_000, show_default=True, help="Noise samples per input.")
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing.")
+@_errors_to_exit_codes
+def demo(out, inputs, n, quiet):
+    """Certify the bundled digits with the demo models: smoothing and bound propagation.
+
+    Writes the models (ONNX), the data (.npz), two runs with certificates and reports, and prints
+    the `certify smooth` / `certify bounds` commands that reproduce them.
+    """
+    from certify.demo import run_demo
+
+    run_demo(out, num_inputs=inputs, n=n, quiet=quiet)
+
+
+@main.command()
+@click.option("--model", "model_path", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="Model file to time (default: the digits demo CNN and a 784-256-256-10 MLP).")
+@click.option("--input-shape", default=None, help="Input shape for a non-ONNX --model, e.g. 1,28,28.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the results as JSON (to compare machines).")
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Timed repetitions per entry (medians are reported).")
+@_errors_to_exit_codes
+def bench(model_path, input_shape, device, json_path, repeats):
+    """Time the standard matrix: native core against the plain-PyTorch twin, in one process."""
+    from certify import bench as bench_module
+
+    bench_module.run(model_path, input_shape, device, json_path, repeats)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+    main()

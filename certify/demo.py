@@ -1,92 +1,82 @@
-"""The demo, on scikit-learn's bundled 8x8 digits and the demo models of certify.models: the
-noise-trained CNN certified by randomized smoothing, the IBP-trained CNN verified by bound
-propagation. Runs offline in well under a minute on 2 cores (models train at first use).
+"""`certify demo`: the whole path from model file to signed-off certificate, on bundled data.
+
+On scikit-learn's 8x8 digits with two demo models of certify.models (trained at first use):
+1. writes the models as ONNX and the test digits as .npz into OUT, the files a user would bring;
+2. certifies the noise-trained CNN by randomized smoothing (`certify smooth`) and verifies the
+   IBP-trained CNN by CROWN bound propagation with a PGD attack beside it (`certify bounds`),
+   each into a run folder with a run store, certificate and HTML / Markdown report;
+3. prints the commands that reproduce each run from those files.
 """
 
 from __future__ import annotations
 
-import sys
+import shlex
 import time
 from pathlib import Path
 
-import certify
 from certify import models
+from certify.formats.data_files import save_npz
+from certify.formats.onnx_import import export_onnx
+from certify.runs import run
+from certify.runs.store import STORE_NAME
+
+SMOOTHING_MODEL, BOUNDS_MODEL = "noise-0.25", "ibp-0.1"
+SIGMA, ALPHA, BOUNDS_EPS = 0.25, 0.001, 0.1
 
 
-def run(out: Path, sigma: float = 0.25, num_inputs: int = 100, n: int = 10_000, alpha: float = 0.001,
-        quiet: bool = False) -> dict:
-    def say(*args):
+def run_demo(out: Path, num_inputs: int = 100, n: int = 10_000, quiet: bool = False) -> dict:
+    """Runs both parts; returns {"smooth": certificate, "bounds": certificate}."""
+    from certify.cli import bounds_method, smoothing_method
+
+    def say(*lines):
         if not quiet:
-            print(*args, flush=True)
+            print(*lines, sep="\n", flush=True)
 
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(out)
+    (out / "models").mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    files = {}
+    for name in (SMOOTHING_MODEL, BOUNDS_MODEL):
+        files[name] = out / "models" / f"digits-{name}.onnx"
+        export_onnx(models.load(name), (1, 8, 8), files[name])
     _, _, test_x, test_y = models.digits()
-    test_x, test_y = test_x[:num_inputs], test_y[:num_inputs]
-    first_index = models.TRAIN_SIZE
+    data = out / "digits-test.npz"
+    save_npz(data, test_x[:num_inputs], test_y[:num_inputs])
+    say(f"demo models {SMOOTHING_MODEL} (CNN trained with Gaussian noise) and {BOUNDS_MODEL} (IBP-trained CNN) "
+        f"written as ONNX to {out / 'models'} ({time.perf_counter() - start:.1f} s); {num_inputs} test digits "
+        f"written to {data}", "")
 
-    start = time.perf_counter()
-    name = "noise-0.5" if sigma >= 0.5 else "noise-0.25"
-    model = models.load(name)
-    clean = models.clean_accuracy(model)
-    say(f"demo model '{name}' (CNN trained with Gaussian noise) ready in {time.perf_counter() - start:.1f} s; "
-        f"clean test accuracy {clean:.3f}")
-
-    smoothed = certify.Smoothed(model, num_classes=10, noise=certify.Gaussian(sigma), input_shape=(1, 8, 8))
-    say(f"certifying {len(test_x)} test digits: n0=100, n={n:,}, alpha={alpha} ...")
-    start = time.perf_counter()
-    results = smoothed.certify_batch(test_x, n0=100, n=n, alpha=alpha, batch_size=10_000, seed=0,
-                                     progress=None if quiet else _progress_bar())
-    elapsed = time.perf_counter() - start
-    if not quiet:
-        print(file=sys.stderr)
-
-    correct = results.prediction == test_y.numpy()
-    per_input = elapsed / len(test_x)
-    tsv = out / "smoothing.tsv"
-    with tsv.open("w") as f:  # the column layout of locuslab/smoothing's certify.py
-        f.write("idx\tlabel\tpredict\tradius\tcorrect\ttime\n")
-        for i, r in enumerate(results):
-            f.write(f"{first_index + i}\t{int(test_y[i])}\t{r.prediction}\t{r.radius:.4f}\t{int(correct[i])}\t{per_input:.4f}\n")
-
-    say(f"done in {elapsed:.1f} s ({results.num_samples.sum() / elapsed:,.0f} samples/s)\n")
-    say("idx\tlabel\tpredict\tradius\tcorrect")
-    for i in range(min(8, len(results))):
-        say(f"{first_index + i}\t{int(test_y[i])}\t{results.prediction[i]}\t{results.radius[i]:.3f}\t{int(correct[i])}")
-    say("...\n\ncertified accuracy (l2):")
-    table = {}
-    for radius in (0.0, 0.25, 0.5, 1.0):
-        table[radius] = float((correct & (results.radius >= radius)).mean())
-        say(f"  radius {radius:<5} {table[radius]:.3f}")
-    say(f"\nper-input certificates written to {tsv}")
-
-    # Bound propagation on the IBP-trained model: sound bounds over l_inf balls in [0, 1].
-    robust = models.load("ibp-0.1")
-    bounded = certify.BoundedModel(robust, input_shape=(1, 8, 8))
-    verified = {}
-    say("\nverified accuracy by bound propagation, demo model 'ibp-0.1' (l_inf, pixels in [0, 1], sound):")
-    say("  eps     IBP    CROWN")
-    for eps in (0.05, 0.1):
-        row = {}
-        for method in ("ibp", "crown"):
-            ok = bounded.verify(test_x, test_y, eps, norm="linf", method=method, domain=(0.0, 1.0))
-            row[method] = float(ok.float().mean())
-        verified[eps] = row
-        say(f"  {eps:<6}  {row['ibp']:.3f}  {row['crown']:.3f}")
-    return {"clean_accuracy": clean, "certified_accuracy": table, "verified_accuracy": verified, "seconds": elapsed}
+    parts = {
+        "smooth": (files[SMOOTHING_MODEL], smoothing_method("gaussian", SIGMA, 100, n, ALPHA, 10_000, 0, "native"),
+                   ["smooth", "--sigma", str(SIGMA), "--n", str(n), "--alpha", str(ALPHA), "--batch-size", "10000"]),
+        "bounds": (files[BOUNDS_MODEL], bounds_method("crown", "linf", BOUNDS_EPS, None, None, (0.0, 1.0),
+                                                      {"name": "pgd", "eps": BOUNDS_EPS, "steps": 50, "restarts": 2,
+                                                       "seed": 0}),
+                   ["bounds", "--eps", str(BOUNDS_EPS), "--norm", "linf", "--method", "crown", "--domain", "0", "1"]),
+    }
+    certificates, commands = {}, []
+    for part, (model_file, method, args) in parts.items():
+        folder = out / part
+        inputs = run.prepare(model_file, data)
+        say(f"{part}: {_describe(method)} on {inputs.count} digits ...")
+        # A rerun of the demo into the same folder resumes (and finds every input done).
+        cert = run.execute(folder, inputs, method, resume=(folder / STORE_NAME).exists(), quiet=quiet)
+        certificates[part] = cert
+        s = cert["summary"]
+        for point in s["certified_accuracy"]:
+            say(f"  certified accuracy at radius {point['radius']:<5g} {point['accuracy']:.3f}")
+        if s["pgd_accuracy"] is not None:
+            say(f"  accuracy under PGD attack at eps {BOUNDS_EPS}  {s['pgd_accuracy']:.3f} "
+                "(what is observed; the verified accuracy is what is proven)")
+        say(f"  certificate {folder / run.CERTIFICATE_NAME}, report {folder / 'report.html'}", "")
+        commands.append(shlex.join(["certify", args[0], "--model", str(model_file), "--data", str(data), *args[1:],
+                                    "--out", str(out / f"my-{part}")]))
+    say("reproduce each part (or point --model / --data at your own files):", *[f"  {c}" for c in commands])
+    say(f"check a certificate: certify verify-certificate {out / 'smooth' / run.CERTIFICATE_NAME} --audit 5")
+    return certificates
 
 
-def _progress_bar():
-    started = time.perf_counter()
-    last_drawn = [0.0]
-
-    def show(done: int, total: int) -> None:
-        now = time.perf_counter()
-        if now - last_drawn[0] < 0.2 and done < total:  # redraw at most 5 times a second
-            return
-        last_drawn[0] = now
-        rate = done / max(now - started, 1e-9)
-        eta = (total - done) / max(rate, 1e-9)
-        sys.stderr.write(f"\r  {done:>10,}/{total:,} samples  {rate:,.0f}/s  ETA {eta:4.0f} s")
-        sys.stderr.flush()
-
-    return show
+def _describe(method: dict) -> str:
+    if method["family"] == "smoothing":
+        return f"randomized smoothing, Gaussian σ={method['scale']}, n={method['n']:,}, α={method['alpha']}"
+    return f"{method['method'].upper()} bounds, {method['norm']} eps={method['eps']}, pixels in [0, 1], PGD beside"

@@ -12,7 +12,7 @@ from certify import _checks
 from certify.bounds import reference
 from certify.bounds.graph import Graph, trace
 from certify.bounds.native import NativeEngine
-from certify.bounds.reference import InputSet, margin_spec
+from certify.bounds.reference import InputSet, margin_spec, to_f32_down, to_f32_up
 
 __all__ = ["BoundedModel", "Bounds"]
 
@@ -148,6 +148,39 @@ class BoundedModel:
         labels = self._labels(labels, len(input_set.centre))
         spec = margin_spec(labels, self.num_outputs)
         return self._engine.compute_bounds(input_set, self._method(method), sound, spec=spec, grad=grad)
+
+    def spec_bounds(self, lower, upper, spec, method: str = "crown", *, sound: bool = True) -> torch.Tensor:
+        """Lower bounds on spec @ f(x) over the box lower <= x <= upper: (B, S) float64.
+
+        lower, upper: (B, *input_shape), lower <= upper; float64 values are enclosed outward.
+        spec: (S, num_outputs) or (B, S, num_outputs) with float32-representable entries (a
+        rounded coefficient would bound a different function; refused). Upper bounds on a row are
+        minus the lower bounds on its negation. The box form of the input set, for VNN-LIB
+        properties and per-coordinate boxes that are not balls."""
+        lo = _checks.input_tensor("lower", lower, self.input_shape, batched=True).double()
+        hi = _checks.input_tensor("upper", upper, self.input_shape, batched=True).double()
+        if lo.shape != hi.shape:
+            raise ValueError(f"lower and upper must have the same shape, got {tuple(lo.shape)} and {tuple(hi.shape)}")
+        if bool((lo > hi).any()):
+            raise ValueError("the box is empty: some lower bound exceeds its upper bound")
+        spec = torch.as_tensor(spec, dtype=torch.float64)
+        if spec.dim() == 2:
+            spec = spec.unsqueeze(0).expand(len(lo), -1, -1)
+        if spec.dim() != 3 or spec.shape[0] != len(lo) or spec.shape[2] != self.num_outputs:
+            raise ValueError(f"spec must be (S, {self.num_outputs}) or ({len(lo)}, S, {self.num_outputs}), "
+                             f"got {tuple(spec.shape)}")
+        if not bool(torch.isfinite(spec).all()) or bool((spec.float().double() != spec).any()):
+            raise ValueError("spec entries must be finite and exactly representable in float32")
+        if sound:
+            box = (to_f32_down(lo), to_f32_up(hi))
+        else:
+            box = (lo.float(), hi.float())
+        centre = (0.5 * box[0].double() + 0.5 * box[1].double()).float()
+        # The engines concretise l_inf sets over `box`; centre and eps only describe it.
+        eps = to_f32_up(((box[1].double() - centre.double()).abs().maximum(
+            (centre.double() - box[0].double()).abs())).flatten(1).amax(1))
+        input_set = InputSet("linf", centre, eps, box)
+        return self._engine.compute_bounds(input_set, self._method(method), sound, spec=spec.float())
 
     def verify(self, x, labels, eps, norm: str = "linf", method: str = "crown", *, domain=None,
                sound: bool = True) -> torch.Tensor:

@@ -1,0 +1,296 @@
+"""Certificates: what a run proved, as a JSON document with a versioned schema, optionally signed.
+
+Schema: certify/schemas/certificate-1.schema.json (JSON Schema 2020-12), id "certify.certificate/1".
+The summary is a function of the rows (`summarize`), and every smoothing row's p_lower and radius
+are a function of its counts and the method's parameters, so a checker recomputes both: a changed
+radius is caught even in an unsigned certificate. The Ed25519 signature covers the canonical JSON
+(sorted keys, no whitespace) of everything but the signature itself: any other change (model hash,
+a label, a parameter) breaks it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+import platform
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from certify._files import write_text_atomic
+
+__all__ = ["SCHEMA_ID", "build", "summarize", "guarantee", "sign", "check", "load", "write_json", "keygen",
+           "DEFAULT_SMOOTHING_RADII"]
+
+SCHEMA_ID = "certify.certificate/1"
+DEFAULT_SMOOTHING_RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
+NORM_NAMES = {"l2": "ℓ2", "l1": "ℓ1", "linf": "ℓ∞"}
+
+
+# ---------------------------------------------------------------------------- building
+def build(config: dict, rows: list[dict], radii=None) -> dict:
+    """The certificate of a finished run: config = {"model", "data", "method"} as stored in the run."""
+    from certify import __version__
+
+    import torch
+
+    method = config["method"]
+    return {
+        "schema": SCHEMA_ID,
+        "created": _now(),
+        "tool": {"name": "certify", "version": __version__, "python": platform.python_version(),
+                 "torch": torch.__version__, "numpy": np.__version__, "platform": platform.platform(),
+                 "cpu": platform.processor() or platform.machine()},
+        "model": config["model"],
+        "data": config["data"],
+        "method": method,
+        "guarantee": guarantee(method),
+        "results": rows,
+        "summary": summarize(method, rows, radii if radii is not None else default_radii(method)),
+    }
+
+
+def default_radii(method: dict) -> list[float]:
+    if method["family"] == "smoothing":
+        return list(DEFAULT_SMOOTHING_RADII)
+    if method["procedure"] == "verify":
+        return [method["eps"]]
+    return [round(method["max_eps"] * k / 10, 12) for k in range(11)]
+
+
+def summarize(method: dict, rows: list[dict], radii) -> dict:
+    """Certified accuracy at each radius r: the fraction of inputs whose prediction is the label
+    and is certified at r (smoothing: radius >= r and not abstaining; bounds: verified and radius
+    >= r). Bounds runs with an attack add the accuracy under attack: correct and not attacked.
+    seconds: the certification time summed over the rows (so it adds up across resumed sessions
+    and does not count the attack)."""
+    count = len(rows)
+    smoothing = method["family"] == "smoothing"
+
+    def fraction(flags) -> float:
+        return sum(bool(f) for f in flags) / count if count else 0.0
+
+    certified = [r["correct"] and (smoothing or r["verified"]) for r in rows]
+    summary = {
+        "num_inputs": count,
+        "clean_accuracy": fraction(r["correct"] for r in rows),
+        "abstain_rate": fraction(r["prediction"] == -1 for r in rows) if smoothing else None,
+        "certified_accuracy": [
+            {"radius": float(radius), "accuracy": fraction(c and r["radius"] >= radius for c, r in zip(certified, rows))}
+            for radius in radii
+        ],
+        "verified_accuracy": None if smoothing else fraction(certified),
+        "pgd_accuracy": None,
+        "seconds": sum(float(r["seconds"]) for r in rows),
+    }
+    if not smoothing and method.get("attack") is not None:
+        summary["pgd_accuracy"] = fraction(r["correct"] and not r["attacked"] for r in rows)
+    if smoothing:
+        summary["samples"] = sum(int(r["num_samples"]) for r in rows)
+    return summary
+
+
+def guarantee(method: dict) -> str:
+    """The statement the certificate makes, in words."""
+    if method["family"] == "smoothing":
+        norm = NORM_NAMES[method["norm"]]
+        noise = {"gaussian": f"N(0, σ²I) with σ = {method['scale']}",
+                 "laplace": f"i.i.d. Laplace noise of scale λ = {method['scale']}",
+                 "uniform": f"i.i.d. uniform noise on [-λ, λ] with λ = {method['scale']}"}[method["noise"]]
+        return (
+            f"For each input whose prediction is not -1 (abstain), with probability at least 1 - α = "
+            f"{1 - method['alpha']:.12g} over the Monte-Carlo sampling, the smoothed classifier "
+            f"g(x) = argmax_c P(f(x + δ) = c), δ ~ {noise}, predicts the reported class at every point within "
+            f"{norm} distance `radius` of the input. It is a statement about g, not about the base model f; it "
+            f"holds for each input separately at level α (Cohen et al. 2019, CERTIFY, with a one-sided "
+            f"Clopper-Pearson bound from {method['n']} samples, the class chosen from {method['n0']} independent "
+            f"samples; noise from Philox4x32-10 with seed {method['seed']})."
+        )
+    norm = NORM_NAMES[method["norm"]]
+    where = f"intersected with the box [{method['domain'][0]}, {method['domain'][1]}] " if method["domain"] else ""
+    ball = (f"every point x' with ||x' - x||{norm[1:]} <= ε = {method['eps']} {where}"
+            if method["procedure"] == "verify" else
+            f"every point x' with ||x' - x||{norm[1:]} <= `radius` {where}")
+    return (
+        f"For each input marked verified, the model's logit for the label exceeds every other logit at {ball}"
+        f"(so the model classifies all of them as the label), proven by {method['method'].upper()} bound propagation "
+        "with outward rounding: the statement holds in exact real arithmetic for the network with its stored "
+        "float32 weights. It is deterministic: there is no failure probability. Inputs not verified may still be "
+        "robust; the PGD accuracy, where given, bounds the true robust accuracy from above."
+    )
+
+
+# ---------------------------------------------------------------------------- signing
+def canonical_bytes(cert: dict) -> bytes:
+    body = {k: v for k, v in cert.items() if k != "signature"}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def keygen(folder: Path, name: str = "certify-key") -> tuple[Path, Path]:
+    """A new Ed25519 key pair: NAME.pem (private, mode 0600) and NAME.pub.pem (public)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    private_path, public_path = folder / f"{name}.pem", folder / f"{name}.pub.pem"
+    for path in (private_path, public_path):
+        if path.exists():
+            raise FileExistsError(f"{path} exists; certify keygen never overwrites a key")
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(private)
+    public_path.write_bytes(public)
+    return private_path, public_path
+
+
+def sign(cert: dict, private_key_path: Path) -> dict:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    try:
+        key = serialization.load_pem_private_key(Path(private_key_path).read_bytes(), password=None)
+    except (ValueError, TypeError, OSError) as exc:
+        raise ValueError(f"cannot read the signing key {private_key_path}: {exc}") from exc
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"{private_key_path} is not an Ed25519 private key (make one with certify keygen)")
+    public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    signed = {k: v for k, v in cert.items() if k != "signature"}
+    signed["signature"] = {"algorithm": "ed25519", "public_key": base64.b64encode(public).decode(),
+                           "value": base64.b64encode(key.sign(canonical_bytes(signed))).decode()}
+    return signed
+
+
+def _public_key_raw(path: Path) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    try:
+        key = serialization.load_pem_public_key(Path(path).read_bytes())
+    except (ValueError, TypeError, OSError) as exc:
+        raise ValueError(f"cannot read the public key {path}: {exc}") from exc
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError(f"{path} is not an Ed25519 public key")
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+# ---------------------------------------------------------------------------- checking
+def load(path: Path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError as exc:
+        raise ValueError(f"certificate {path} does not exist") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not a JSON certificate: {exc}") from exc
+
+
+def schema() -> dict:
+    return json.loads(resources.files("certify").joinpath("schemas/certificate-1.schema.json").read_text())
+
+
+def check_method(method: dict) -> None:
+    """ValueError unless `method` is a valid smoothing or bounds method of the schema."""
+    import jsonschema
+
+    definitions = schema()
+    family = method.get("family") if isinstance(method, dict) else None
+    if family not in ("smoothing", "bounds"):
+        raise ValueError(f"method family must be 'smoothing' or 'bounds', got {family!r}")
+    validator = jsonschema.Draft202012Validator({**definitions["$defs"][family], "$defs": definitions["$defs"]})
+    error = next(iter(validator.iter_errors(method)), None)
+    if error is not None:
+        raise ValueError(f"invalid {family} settings: {error.message}")
+
+
+def check(cert: dict, public_key: Path | None = None) -> list[tuple[str, bool, str]]:
+    """(check, passed, detail) for each check of a certificate: schema, signature, per-row
+    recomputation (smoothing), summary recomputation. Stops after a schema failure."""
+    import jsonschema
+
+    results = []
+    errors = sorted(jsonschema.Draft202012Validator(schema()).iter_errors(cert), key=lambda e: list(e.path))
+    if errors:
+        where = "/".join(str(p) for p in errors[0].path) or "(top level)"
+        results.append(("schema", False, f"{len(errors)} problem(s); first at {where}: {errors[0].message}"))
+        return results
+    results.append(("schema", True, SCHEMA_ID))
+    results.append(_check_signature(cert, public_key))
+    if cert["method"]["family"] == "smoothing":
+        results.append(_check_smoothing_rows(cert))
+    expected = summarize(cert["method"], cert["results"], [c["radius"] for c in cert["summary"]["certified_accuracy"]])
+    differ = sorted(k for k in expected if expected[k] != cert["summary"].get(k))
+    results.append(("summary", not differ, "recomputed from the rows" if not differ else
+                    f"does not match the rows: {', '.join(differ)}"))
+    return results
+
+
+def _check_signature(cert: dict, public_key: Path | None) -> tuple[str, bool, str]:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    signature = cert.get("signature")
+    if signature is None:
+        if public_key is not None:
+            return ("signature", False, "the certificate is not signed, but --public-key asks for a signature")
+        return ("signature", True, "unsigned: the certificate's integrity rests on the recomputations below only")
+    embedded = base64.b64decode(signature["public_key"])
+    if public_key is not None and _public_key_raw(public_key) != embedded:
+        return ("signature", False, f"signed with a different key than {public_key}")
+    try:
+        Ed25519PublicKey.from_public_bytes(embedded).verify(base64.b64decode(signature["value"]), canonical_bytes(cert))
+    except (InvalidSignature, ValueError):
+        return ("signature", False, "INVALID: the certificate was changed after signing (or the signature is damaged)")
+    who = f"the key in {public_key}" if public_key is not None else "its embedded public key (pass --public-key to " \
+                                                                     "check who signed)"
+    return ("signature", True, f"valid Ed25519 signature by {who}")
+
+
+def _check_smoothing_rows(cert: dict) -> tuple[str, bool, str]:
+    """Each certified row's p_lower and radius, recomputed from its counts exactly as the run did."""
+    from certify.runs.jobs import NOISES
+    from certify.smoothing.smoothed import smoothing_bounds
+
+    m = cert["method"]
+    noise = NOISES[m["noise"]](m["scale"])
+    dim = math.prod(cert["model"]["input_shape"])
+    tail = noise.tail_mass(dim, m["backend"])
+    bad = []
+    for row in cert["results"]:
+        counts = row["counts"]
+        if sum(counts) != m["n"] or row["num_samples"] != m["n0"] + m["n"]:
+            bad.append(row["index"])
+            continue
+        if row["prediction"] == -1:
+            if row["radius"] != 0.0:
+                bad.append(row["index"])
+            continue
+        if not 0 <= row["prediction"] < len(counts):
+            bad.append(row["index"])
+            continue
+        p_lower, radius = smoothing_bounds(noise, np.array([counts[row["prediction"]]]), m["n"], m["alpha"], tail)
+        if float(p_lower[0]) != row["p_lower"] or float(radius[0]) != row["radius"] or not p_lower[0] > 0.5:
+            bad.append(row["index"])
+    if bad:
+        return ("rows", False, f"{len(bad)} row(s) whose p_lower or radius do not follow from their counts, "
+                               f"e.g. input {bad[0]}")
+    return ("rows", True, f"p_lower and radius of {len(cert['results'])} rows recomputed from their counts")
+
+
+# ---------------------------------------------------------------------------- files
+def write_json(path: Path, value: dict) -> None:
+    """Written to a temporary file and renamed: a crash never leaves half a certificate."""
+    write_text_atomic(path, json.dumps(value, indent=1, ensure_ascii=False, allow_nan=False) + "\n")
+
+
+def _now() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,183 @@
+"""Loading a model file without running code from it.
+
+Formats, told apart by content (not only by the file name):
+- ONNX (`.onnx`): converted to a torch.fx module of standard layers (certify.formats.onnx_import),
+  which both the smoothing sampler and the bound tracer use.
+- torch.export archives (`.pt2`, from torch.export.save): a serialised graph, no pickled code.
+- TorchScript archives (torch.jit.save): TorchScript code and tensors, run by torch's interpreter.
+- State dicts (torch.save(model.state_dict())): read with torch.load(weights_only=True), which
+  refuses any pickle that would import or call something other than tensors and containers. A
+  state dict holds no architecture: `arch="package.module:factory"` names a Python callable (code
+  the user chose to import) that builds the empty model.
+
+A pickle of a whole nn.Module (torch.save(model)) is refused: unpickling it runs code named in the
+file. The error says how to save the model instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import pickle
+import re
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from certify.formats import ModelFileError
+
+__all__ = ["LoadedModel", "load_model", "sha256_file"]
+
+FORMATS = ("onnx", "torch.export", "torchscript", "state_dict")
+
+
+@dataclass
+class LoadedModel:
+    module: torch.nn.Module  # eval mode, float32, takes (B, *input_shape)
+    format: str  # one of FORMATS
+    path: Path
+    sha256: str
+    input_shape: tuple[int, ...] | None  # known for ONNX (from the graph); else from the data
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_model(path, arch: str | None = None) -> LoadedModel:
+    """The model in `path` (see the module docstring for the formats); ModelFileError if it cannot
+    be read safely. arch: "module:callable" building the architecture, for state dicts only."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"model file {path} does not exist")
+    digest = sha256_file(path)
+    kind = _detect(path)
+    if arch is not None and kind != "state_dict":
+        raise ModelFileError(f"--arch applies to state dicts only; {path} is a {kind} file that holds its own "
+                             "architecture")
+    input_shape = None
+    if kind == "onnx":
+        from certify.formats.onnx_import import load_onnx
+
+        module = load_onnx(path)
+        input_shape = tuple(module.input_shape)
+    elif kind == "torch.export":
+        module = _load_exported(path)
+    elif kind == "torchscript":
+        module = _load_torchscript(path)
+    else:
+        module = _load_state_dict(path, arch)
+    if kind == "torch.export":
+        # The program runs the ops captured at export time (export in eval mode); its module
+        # refuses .eval(), so only the flags that certify's training-mode checks read are set.
+        for sub in module.modules():
+            sub.training = False
+    else:
+        module = module.eval()
+    return LoadedModel(module, kind, path, digest, input_shape)
+
+
+def _detect(path: Path) -> str:
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        raise ModelFileError(f"model file {path} is empty")
+    if head.startswith(b"PK"):  # a zip archive: torch.save, torch.jit.save and torch.export.save all use zip
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise ModelFileError(f"model file {path} is a damaged zip archive ({exc})") from exc
+        if any(name.endswith("archive_format") or "/serialized_exported_program" in name
+               or name.startswith("models/") for name in names) and path.suffix == ".pt2":
+            return "torch.export"
+        if any("/code/" in name or name.startswith("code/") for name in names):
+            return "torchscript"
+        if any(name.endswith("data.pkl") for name in names):
+            return "state_dict"
+        raise ModelFileError(f"model file {path} is a zip archive of no format certify reads "
+                             "(expected a torch.export .pt2, a TorchScript archive or a torch.save state dict)")
+    if path.suffix == ".onnx":
+        return "onnx"
+    if head[:1] == b"\x80":  # a pickle protocol header: torch.save's legacy (non-zip) format
+        return "state_dict"
+    raise ModelFileError(f"model file {path} is not a format certify reads: ONNX (.onnx), torch.export (.pt2), "
+                         "TorchScript, or a state dict saved with torch.save")
+
+
+def _load_exported(path: Path) -> torch.nn.Module:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.export.load warns about its own internals
+            program = torch.export.load(path)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad archive
+        raise ModelFileError(f"could not read the torch.export archive {path}: {exc}") from exc
+    return program.module()
+
+
+def _load_torchscript(path: Path) -> torch.nn.Module:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # deprecated in torch 2.10+, still supported
+            return torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:  # noqa: BLE001
+        raise ModelFileError(f"could not read the TorchScript archive {path}: {exc}") from exc
+
+
+def _load_state_dict(path: Path, arch: str | None) -> torch.nn.Module:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the legacy (non-zip) format warns on every load
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # weights_only=True refuses any global other than tensors and plain containers.
+        raise ModelFileError(
+            f"refused to load {path}: it is a pickle that would run code when loaded ({_refused_global(exc)}). certify "
+            "never unpickles code. Save the weights with torch.save(model.state_dict(), path) and pass --arch, "
+            "or export the model with torch.onnx.export / torch.export.save / torch.jit.save."
+        ) from exc
+    except Exception as exc:  # noqa: BLE001 - truncated files raise RuntimeError, EOFError, ...
+        raise ModelFileError(f"could not read the state dict {path}: {_first_line(exc)}") from exc
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelFileError(f"{path} holds a {type(state).__name__}, not a state dict of tensors")
+    if arch is None:
+        raise ModelFileError(f"{path} is a state dict: weights without an architecture. Pass --arch "
+                             "package.module:function naming a callable that builds the model")
+    model = _build_arch(arch)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelFileError(f"the state dict {path} does not fit the architecture {arch}: {_first_line(exc)}") from exc
+    return model
+
+
+def _build_arch(arch: str) -> torch.nn.Module:
+    module_name, _, attr = arch.partition(":")
+    if not module_name or not attr:
+        raise ModelFileError(f"--arch must look like package.module:function, got {arch!r}")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ModelFileError(f"cannot import the architecture {arch}: {exc}") from exc
+    model = factory()
+    if not isinstance(model, torch.nn.Module):
+        raise ModelFileError(f"{arch}() returned a {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _refused_global(exc: Exception) -> str:
+    """What the pickle wanted to import, from torch's weights_only error."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+    return f"it imports {found.group(1)}" if found else "it references objects other than tensors"

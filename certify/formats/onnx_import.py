@@ -1,0 +1,644 @@
+"""ONNX files in and out: load_onnx turns an ONNX model into a float32 torch.fx.GraphModule built from
+standard torch modules, which smoothing runs and certify.BoundedModel traces; export_onnx writes one.
+
+The conversion walks the ONNX graph in order and applies one rule per operator type (the table
+_RULES at the end). Each rule sees the node's inputs as either
+  * a numpy array: a constant (initializer, Constant node, or a value folded from constants), or
+  * a _Computed: a value computed from the model input, i.e. a node of the fx graph being built.
+A node whose inputs are all constants is evaluated once with onnx's reference evaluator (exact
+ONNX semantics), so Transpose / Squeeze / Unsqueeze / arithmetic on constants need no rule of
+their own. The batch size is the one number not known while converting: Shape of a computed value
+gives an object array holding None in its place, which Gather / Unsqueeze / Concat carry along so
+that the `x.view(x.size(0), -1)` pattern of torch exports becomes a Reshape keeping the batch.
+
+Batch dimension: a leading input dimension that is symbolic or 1 is the batch; the module takes
+(B, *input_shape) for any B. An input declared without one (e.g. [784]) is taken as one sample
+(input_shape = (784,)) and the module still takes a batch (B, 784): each row is run through the
+ONNX graph on its own. Operators whose ONNX definition has a batch axis (Gemm, Conv, pooling,
+batch norm, Flatten, Shape) are refused for such inputs.
+
+Bound propagation supports the modules and functions made for Gemm, MatMul, Conv, Relu, Flatten,
+Reshape / Squeeze / Unsqueeze (of computed values: reshapes keeping the batch), BatchNormalization,
+AveragePool (no padding, or padding counted in the average), Add / Sub / Mul / Div by constants,
+Add of two computed values, Identity and Dropout. MaxPool, Sigmoid, Tanh, Softmax, LogSoftmax,
+AveragePool with padding left out of the average, and Sub / Mul / Div of two computed values
+convert for smoothing; BoundedModel then refuses them, naming the module.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+import re
+import tempfile
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.fx
+from torch import nn
+
+from certify.bounds import UnsupportedModelError
+from certify.formats import ModelFileError
+
+__all__ = ["export_onnx", "load_onnx"]
+
+OPSET = 17
+
+
+# ----------------------------------------------------------------------------- public API
+def load_onnx(path) -> torch.fx.GraphModule:
+    """Reads the ONNX model at `path` into an equivalent float32 torch.fx.GraphModule in eval mode.
+
+    The module takes (B, *module.input_shape) and returns (B, *module.output_shape).
+    Raises ModelFileError for a file that is missing, corrupt, not ONNX, fails onnx's checker or
+    refers to external data; UnsupportedModelError for an operator or input certify cannot convert
+    (naming the operator and the node), and for float64 models (bounds are for float32 weights).
+    """
+    try:
+        import onnx  # noqa: F401 - an optional dependency, needed only here
+    except ImportError as exc:
+        raise ImportError("reading ONNX models needs the onnx package: pip install onnx") from exc
+    path = os.fspath(path)
+    return _Converter(_read(path), path).convert()
+
+
+def export_onnx(model: nn.Module, input_shape, path) -> None:
+    """Writes `model` (float32) to `path` as ONNX (opset 17) taking (batch, *input_shape), batch dynamic.
+
+    Uses torch's TorchScript-based exporter (dynamo=False): it needs no extra packages and emits
+    the plain Gemm / Conv / Relu / Flatten graphs load_onnx reads back. The file appears complete
+    or not at all (written beside `path`, then renamed over it).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if any(p.is_floating_point() and p.dtype != torch.float32 for p in model.parameters()):
+        raise ValueError("export_onnx needs a float32 model (load_onnx refuses others); "
+                         "convert with model.float()")
+    input_shape = tuple(int(d) for d in input_shape)
+    path = os.fspath(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
+                               dir=os.path.dirname(os.path.abspath(path)))
+    os.close(fd)
+    try:
+        with warnings.catch_warnings():
+            # The legacy exporter announces its own deprecation; it is the one that needs no onnxscript.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(model, (torch.zeros((1, *input_shape)),), tmp, input_names=["input"],
+                              output_names=["output"], opset_version=OPSET, dynamo=False,
+                              dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+# ----------------------------------------------------------------------------- reading
+def _read(path: str):
+    """The checked ModelProto at `path`; every way the file can be unusable becomes a ModelFileError."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    if not os.path.isfile(path):
+        why = "it is not a file" if os.path.exists(path) else "no such file"
+        raise ModelFileError(f"cannot read ONNX model '{path}': {why}")
+    if os.path.getsize(path) == 0:
+        raise ModelFileError(f"cannot read ONNX model '{path}': the file is empty")
+    try:
+        # External data is refused below: loading it would read other files named inside this one.
+        model = onnx.load(path, load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf and onnx raise many types
+        raise ModelFileError(f"cannot read ONNX model '{path}': the file is corrupt, truncated or not an "
+                             f"ONNX model ({_first_line(exc)})") from None
+    g = model.graph
+    tensors = list(g.initializer) + [a.t for n in g.node for a in n.attribute if a.HasField("t")]
+    if any(uses_external_data(t) for t in tensors):
+        raise ModelFileError(f"ONNX model '{path}' keeps its weights in external data files, which certify "
+                             "does not read; save it as a single file (onnx.save(model, path, "
+                             "save_as_external_data=False))")
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:  # noqa: BLE001 - ValidationError, or a C++ error for odd files
+        raise ModelFileError(f"'{path}' is not a valid ONNX model: {_first_line(exc)}") from None
+    return model
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0][:300] if text else type(exc).__name__)
+
+
+# ----------------------------------------------------------------------------- conversion
+@dataclass(frozen=True, eq=False)
+class _Computed:
+    """A value computed from the model input: its fx node, and its value on a batch of 2 zero
+    inputs (which gives shapes while converting; 2 so the batch is never mistaken for a 1)."""
+
+    node: torch.fx.Node
+    example: torch.Tensor
+
+    @property
+    def shape(self) -> tuple[int, ...]:  # without the batch dimension
+        return tuple(self.example.shape[1:])
+
+
+def _refuse(node, why: str):
+    raise UnsupportedModelError(f"ONNX node '{node.name}' ({node.op_type}): {why}")
+
+
+class _Converter:
+    def __init__(self, model, path: str):
+        from onnx import numpy_helper
+
+        self.model = model
+        self.path = path
+        self.opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+        self.root = nn.Module()
+        self.graph = torch.fx.Graph()
+        self.taken: set[str] = set()
+        self.buffers: dict[int, str] = {}  # id of a constant array -> its buffer's name
+        self.values: dict = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+
+    # --------------------------------------------------------------- building blocks
+    def _name(self, raw: str, fallback: str) -> str:
+        """A unique attribute name for the root module, readable in the tracer's messages."""
+        base = re.sub(r"\W+", "_", raw).strip("_") or fallback
+        base = base if base[0].isalpha() else f"{fallback}_{base}"
+        name, k = base, 1
+        while name in self.taken:
+            name, k = f"{base}_{k}", k + 1
+        self.taken.add(name)
+        return name
+
+    def computed(self, node, value, what: str = "its input") -> _Computed:
+        if not isinstance(value, _Computed):
+            _refuse(node, f"{what} must be computed from the model input, not a constant")
+        return value
+
+    def weights(self, node, value, what: str) -> torch.Tensor:
+        """A float32 constant as a tensor. Other float types are refused, not rounded: bounds for
+        rounded weights would be bounds for a different network."""
+        if not isinstance(value, np.ndarray) or value.dtype == object:
+            _refuse(node, f"{what} must be a constant (an initializer or Constant node)")
+        if value.dtype != np.float32:
+            _refuse(node, f"{what} has dtype {value.dtype}; certify reads float32 models only "
+                          "(bounds are for float32 weights): convert the model to float32 before export")
+        return torch.from_numpy(np.array(value, copy=True))
+
+    def _arg(self, node, value):
+        """The fx argument for a rule's argument: a graph node, a buffer read (get_attr), or as is."""
+        if isinstance(value, _Computed):
+            return value.node, value.example
+        if isinstance(value, np.ndarray):
+            tensor = self.weights(node, value, "a constant operand")
+            if id(value) not in self.buffers:
+                self.buffers[id(value)] = name = self._name("const_" + node.name, "const")
+                self.root.register_buffer(name, tensor)
+            return self.graph.get_attr(self.buffers[id(value)]), tensor
+        return value, value
+
+    def call(self, node, fn, *args) -> _Computed:
+        """Appends fn(*args) to the graph: fn a module (registered under the ONNX node's name), a
+        function, or a method name (a string)."""
+        fx_args, examples = zip(*(self._arg(node, a) for a in args))
+        with torch.no_grad():
+            if isinstance(fn, nn.Module):
+                name = self._name(node.name, node.op_type.lower())
+                self.root.add_module(name, fn.eval())
+                out = self.graph.call_module(name, fx_args)
+                example = fn(*examples)
+            elif isinstance(fn, str):
+                out = self.graph.call_method(fn, fx_args)
+                example = getattr(examples[0], fn)(*examples[1:])
+            else:
+                out = self.graph.call_function(fn, fx_args)
+                example = fn(*examples)
+        return _Computed(out, example)
+
+    def reshape(self, node, x: _Computed, shape) -> _Computed:
+        """x viewed as (B, *shape): an alias when nothing changes."""
+        shape = tuple(int(d) for d in shape)
+        return x if shape == x.shape else self.call(node, "reshape", x, -1, *shape)
+
+    def axis(self, node, axis: int, rank: int) -> int:
+        """The torch axis of ONNX axis `axis` of a rank-`rank` ONNX value (one more without a batch)."""
+        if not -rank <= axis < rank:
+            _refuse(node, f"axis {axis} is out of range for a value of rank {rank}")
+        return axis % rank + (0 if self.batched else 1)
+
+    def onnx_rank(self, x: _Computed) -> int:
+        return x.example.dim() - (0 if self.batched else 1)
+
+    # --------------------------------------------------------------- the walk
+    def convert(self) -> torch.fx.GraphModule:
+        g = self.model.graph
+        x = self._input(g)
+        self.values[x.name] = _Computed(self.graph.placeholder("x"), torch.zeros((2, *self.input_shape)))
+        consumed = {name for n in g.node for name in n.input} | {o.name for o in g.output}
+        for node in g.node:
+            rule = _RULES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+            if rule is None:
+                op = f"{node.domain}.{node.op_type}" if node.domain else node.op_type
+                raise UnsupportedModelError(
+                    f"{self.path}: ONNX node '{node.name}' uses operator {op}, which certify does not "
+                    f"convert. Supported: {', '.join(sorted(_RULES))}")
+            inputs = [self.values[name] if name else None for name in node.input]
+            attrs = {a.name: _attribute(a) for a in node.attribute}
+            try:
+                if all(v is None or (isinstance(v, np.ndarray) and v.dtype != object) for v in inputs):
+                    outputs = self._fold(node, inputs)  # constants only: evaluated once, here
+                else:
+                    if any(name in consumed for name in node.output[1:]):
+                        _refuse(node, "only its first output can be used (not a mask, indices or statistics)")
+                    outputs = [rule(self, node, inputs, attrs)]
+            except UnsupportedModelError as exc:
+                raise UnsupportedModelError(f"{self.path}: {exc}") from None
+            except (RuntimeError, ValueError, TypeError, IndexError) as exc:  # inconsistent shapes or types
+                shapes = [v.shape for v in inputs if isinstance(v, (_Computed, np.ndarray))]
+                raise ModelFileError(f"'{self.path}': ONNX node '{node.name}' ({node.op_type}) fails on "
+                                     f"inputs of shapes {shapes}: {_first_line(exc)}") from None
+            self.values.update(zip(node.output, outputs))
+        return self._module(g)
+
+    def _input(self, g):
+        from onnx import TensorProto
+
+        inits = {t.name for t in g.initializer}
+        inputs = [i for i in g.input if i.name not in inits]
+        if len(inputs) != 1:
+            raise UnsupportedModelError(f"{self.path}: the model takes {len(inputs)} inputs "
+                                        f"({', '.join(i.name for i in inputs)}); certify supports one input")
+        tensor = inputs[0].type.tensor_type
+        dtype = TensorProto.DataType.Name(tensor.elem_type)
+        if not inputs[0].type.HasField("tensor_type") or tensor.elem_type != TensorProto.FLOAT:
+            raise UnsupportedModelError(f"{self.path}: the input '{inputs[0].name}' is of type {dtype}; "
+                                        "certify reads float32 models only (bounds are for float32 weights)")
+        if not tensor.HasField("shape"):
+            raise UnsupportedModelError(f"{self.path}: the input '{inputs[0].name}' has no declared shape")
+        # A size that is symbolic, missing or 0 (some exporters' "unknown") is None.
+        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                for d in tensor.shape.dim]
+        self.batched = len(dims) >= 2 and dims[0] in (None, 1)
+        sample = dims[1:] if self.batched else dims
+        if not sample or None in sample:
+            raise UnsupportedModelError(f"{self.path}: the input '{inputs[0].name}' has shape {dims}; "
+                                        "certify needs fixed sizes apart from a leading batch dimension")
+        self.input_shape = tuple(sample)
+        return inputs[0]
+
+    def _fold(self, node, inputs) -> list:
+        from onnx.reference import ReferenceEvaluator
+
+        names = [name for name, v in zip(node.input, inputs) if v is not None]
+        with np.errstate(all="ignore"):  # x / 0 is inf in ONNX too
+            evaluator = ReferenceEvaluator(node, opsets={"": self.opset})
+            return [np.asarray(v) for v in evaluator.run(None, {n: self.values[n] for n in names})]
+
+    def _module(self, g) -> torch.fx.GraphModule:
+        if len(g.output) != 1:
+            raise UnsupportedModelError(f"{self.path}: the model has {len(g.output)} outputs; "
+                                        "certify supports one")
+        result = self.values[g.output[0].name]
+        if not isinstance(result, _Computed):
+            raise UnsupportedModelError(f"{self.path}: the model's output does not depend on its input")
+        self.graph.output(result.node)
+        module = torch.fx.GraphModule(self.root, self.graph, class_name="OnnxModel").eval()
+        module.graph.eliminate_dead_code()  # the tracer wants the output to be the last value computed
+        module.delete_all_unused_submodules()
+        module.recompile()
+        module.input_shape = self.input_shape
+        module.output_shape = result.shape
+        return module
+
+
+def _attribute(attr):
+    from onnx import helper
+
+    value = helper.get_attribute_value(attr)
+    return value.decode() if isinstance(value, bytes) else value
+
+
+# ----------------------------------------------------------------------------- rules
+# Each rule: (converter, node, inputs, attributes) -> the node's first output.
+def _gemm(cv, node, inputs, attrs):
+    """Y = alpha A B' + beta C -> nn.Linear with weight alpha B' and bias beta C. alpha and beta are
+    folded only when the products are exactly float32 (a float32 times a float32 is exact in
+    float64, so comparing after rounding decides it); otherwise the weights would change."""
+    x, b, c = (inputs + [None])[:3]
+    x = cv.computed(node, x)
+    if attrs.get("transA", 0):
+        _refuse(node, "transA=1 (the batch would be the inner dimension)")
+    if len(x.shape) != 1:
+        _refuse(node, f"its input has shape {x.shape} per sample; Gemm needs (batch, features)")
+    weight = cv.weights(node, b, "B")
+    weight = weight if attrs.get("transB", 0) else weight.T  # nn.Linear stores (out, in)
+    # skip_init: no random initialisation (which would draw from, and so move, torch's global RNG)
+    linear = nn.utils.skip_init(nn.Linear, weight.shape[1], weight.shape[0], bias=c is not None)
+    linear.weight.data = _scaled(node, weight, attrs.get("alpha", 1.0), "alpha")
+    if c is not None:
+        bias = cv.weights(node, c, "C")
+        if bias.dim() == 2 and bias.shape[0] != 1:
+            _refuse(node, f"C of shape {tuple(bias.shape)} depends on the batch row")
+        bias = torch.broadcast_to(bias.reshape(-1), (weight.shape[0],)).contiguous()
+        linear.bias.data = _scaled(node, bias, attrs.get("beta", 1.0), "beta")
+    return cv.call(node, linear, x)
+
+
+def _scaled(node, tensor: torch.Tensor, factor: float, name: str) -> torch.Tensor:
+    if factor == 1.0:
+        return tensor.contiguous()
+    exact = tensor.double() * factor
+    if not torch.equal(exact.float().double(), exact):
+        _refuse(node, f"{name}={factor} times the weights is not exactly a float32 number; folding it would "
+                      "change the network (export with alpha=beta=1)")
+    return exact.float()
+
+
+def _matmul(cv, node, inputs, attrs):
+    """x @ W with a constant 2-D W -> nn.Linear without bias (it multiplies the last axis, as MatMul)."""
+    x = cv.computed(node, inputs[0], "the left factor")
+    weight = cv.weights(node, inputs[1], "the right factor")
+    if weight.dim() != 2:
+        _refuse(node, f"the constant factor has shape {tuple(weight.shape)}; certify supports 2-D weights")
+    linear = nn.utils.skip_init(nn.Linear, weight.shape[0], weight.shape[1], bias=False)
+    linear.weight.data = weight.T.contiguous()
+    return cv.call(node, linear, x)
+
+
+def _conv(cv, node, inputs, attrs):
+    x, w, b = (inputs + [None])[:3]
+    x = cv.computed(node, x)
+    weight = cv.weights(node, w, "the kernel")
+    if weight.dim() != 4 or len(x.shape) != 3:
+        _refuse(node, f"a kernel of shape {tuple(weight.shape)}; certify supports 2-D convolutions only")
+    kernel = tuple(attrs.get("kernel_shape", weight.shape[2:]))
+    if kernel != tuple(weight.shape[2:]):
+        _refuse(node, f"kernel_shape {kernel} differs from the kernel's shape {tuple(weight.shape[2:])}")
+    padding = _padding(node, attrs)
+    groups = attrs.get("group", 1)
+    conv = nn.utils.skip_init(nn.Conv2d, weight.shape[1] * groups, weight.shape[0], kernel,
+                              stride=tuple(attrs.get("strides", (1, 1))), padding=padding, groups=groups,
+                              dilation=tuple(attrs.get("dilations", (1, 1))), bias=b is not None)
+    conv.weight.data = weight
+    if b is not None:
+        conv.bias.data = cv.weights(node, b, "the bias")
+    return cv.call(node, conv, x)
+
+
+def _padding(node, attrs) -> tuple[int, int]:
+    """ONNX pads [top, left, bottom, right] as torch's symmetric (rows, cols) padding."""
+    auto_pad = attrs.get("auto_pad", "NOTSET")
+    if auto_pad not in ("NOTSET", "VALID"):
+        _refuse(node, f"auto_pad={auto_pad} (padding that depends on the input size; "
+                      "export with explicit pads)")
+    pads = tuple(attrs.get("pads", (0, 0, 0, 0))) if auto_pad == "NOTSET" else (0, 0, 0, 0)
+    if len(pads) != 4 or pads[:2] != pads[2:]:
+        _refuse(node, f"pads {list(pads)}: certify supports symmetric 2-D padding only")
+    return pads[:2]
+
+
+def _pool_geometry(cv, node, x, attrs):
+    """(kernel, stride, padding) of a 2-D pooling; ONNX's stride defaults to 1, torch's to the kernel."""
+    if len(x.shape) != 3:
+        _refuse(node, f"input of shape {x.shape} per sample; certify supports 2-D pooling of (C, H, W) only")
+    if attrs.get("ceil_mode", 0):
+        _refuse(node, "ceil_mode=1 (torch and ONNX place the last window differently)")
+    kernel = tuple(attrs["kernel_shape"])
+    padding = _padding(node, attrs)
+    if any(2 * p > k for p, k in zip(padding, kernel)):
+        _refuse(node, f"padding {padding} larger than half the kernel {kernel}")
+    return kernel, tuple(attrs.get("strides", (1, 1))), padding
+
+
+def _average_pool(cv, node, inputs, attrs):
+    """Without padding count_include_pad changes nothing: AvgPool2d(count_include_pad=True) is the
+    form the tracer bounds. With padding, ONNX's default (pads not counted) keeps that meaning in
+    torch; the tracer then refuses it."""
+    x = cv.computed(node, inputs[0])
+    if any(d != 1 for d in attrs.get("dilations", (1, 1))):
+        _refuse(node, "dilations other than 1")
+    kernel, stride, padding = _pool_geometry(cv, node, x, attrs)
+    include = bool(attrs.get("count_include_pad", 0)) or padding == (0, 0)
+    return cv.call(node, nn.AvgPool2d(kernel, stride, padding, count_include_pad=include), x)
+
+
+def _max_pool(cv, node, inputs, attrs):
+    x = cv.computed(node, inputs[0])
+    kernel, stride, padding = _pool_geometry(cv, node, x, attrs)
+    pool = nn.MaxPool2d(kernel, stride, padding, dilation=tuple(attrs.get("dilations", (1, 1))))
+    return cv.call(node, pool, x)
+
+
+def _batch_norm(cv, node, inputs, attrs):
+    """Inference batch norm: (x - mean) / sqrt(var + eps) * scale + B over axis 1, as torch's eval mode."""
+    x = cv.computed(node, inputs[0])
+    if attrs.get("training_mode", 0):
+        _refuse(node, "training_mode=1 (batch statistics)")
+    kinds = {1: nn.BatchNorm1d, 2: nn.BatchNorm1d, 3: nn.BatchNorm2d}
+    if len(x.shape) not in kinds:
+        _refuse(node, f"input of shape {x.shape} per sample; certify supports (C,), (C, L) and (C, H, W)")
+    names = ("scale", "B", "input_mean", "input_var")
+    scale, bias, mean, var = (cv.weights(node, v, what) for v, what in zip(inputs[1:5], names))
+    bn = kinds[len(x.shape)](x.shape[0], eps=attrs.get("epsilon", 1e-5))
+    bn.weight.data, bn.bias.data, bn.running_mean.data, bn.running_var.data = scale, bias, mean, var
+    return cv.call(node, bn, x)
+
+
+def _flatten(cv, node, inputs, attrs):
+    x = cv.computed(node, inputs[0])
+    rank = cv.onnx_rank(x)
+    if cv.axis(node, attrs.get("axis", 1), rank) != 1:
+        _refuse(node, f"axis={attrs.get('axis', 1)}: only Flatten(axis=1), which keeps the batch, converts")
+    return cv.call(node, nn.Flatten(), x)
+
+
+def _reshape(cv, node, inputs, attrs):
+    """A constant target shape whose first entry is the batch (1, -1, 0 or the batch size itself from a
+    Shape) becomes x.reshape(-1, *rest): the same per-sample reshape for every batch size."""
+    x = cv.computed(node, inputs[0], "the reshaped value")
+    if not isinstance(inputs[1], np.ndarray):
+        _refuse(node, "the target shape must be a constant (not computed from values)")
+    target = [None if d is None else int(d) for d in inputs[1].reshape(-1)]
+    rest = target[1:] if cv.batched else target
+    allowzero = attrs.get("allowzero", 0)
+    if cv.batched and target[0] not in ((None, -1, 1) if allowzero else (None, -1, 0, 1)):
+        _refuse(node, f"target shape {target} does not keep the batch as the first dimension")
+    if None in rest:
+        _refuse(node, f"target shape with the batch size in a non-leading position ({target})")
+    if not allowzero:  # 0 copies the input's size at that position
+        rest = [x.shape[i] if d == 0 and i < len(x.shape) else d for i, d in enumerate(rest)]
+    size, known = int(np.prod(x.shape)), int(np.prod([d for d in rest if d != -1]))
+    if rest.count(-1) == 1 and known > 0 and size % known == 0:
+        rest = [size // known if d == -1 else d for d in rest]
+    if int(np.prod(rest)) != size or min(rest, default=1) <= 0:
+        _refuse(node, f"target shape {target} does not map one sample of shape {x.shape} to one sample")
+    return cv.reshape(node, x, rest)
+
+
+def _binary(fn):
+    """Add / Sub / Mul / Div with numpy broadcasting, which torch shares. A constant operand must not
+    reach the batch axis (that would tie the model to one batch size)."""
+
+    def rule(cv, node, inputs, attrs):
+        a, b = inputs
+        computed = [v for v in (a, b) if isinstance(v, _Computed)]
+        if not computed:
+            _refuse(node, "arithmetic on the batch size")
+        rank = cv.onnx_rank(computed[0])
+        for c in (a, b):
+            if not isinstance(c, np.ndarray):
+                continue
+            if c.ndim > rank or (cv.batched and c.ndim == rank and c.shape[0] != 1):
+                _refuse(node, f"a constant of shape {c.shape} broadcasts over the batch dimension")
+        return cv.call(node, fn, a, b)
+
+    return rule
+
+
+def _module(make):
+    def rule(cv, node, inputs, attrs):
+        return cv.call(node, make(), cv.computed(node, inputs[0]))
+
+    return rule
+
+
+def _softmax(cls):
+    """Opset >= 13: along `axis` (default -1). Before 13: over the flattened axes >= `axis` (default 1),
+    the same only when `axis` is the last one."""
+
+    def rule(cv, node, inputs, attrs):
+        x = cv.computed(node, inputs[0])
+        rank = cv.onnx_rank(x)
+        dim = cv.axis(node, attrs.get("axis", -1 if cv.opset >= 13 else 1), rank)
+        if dim == 0 or (cv.opset < 13 and dim != x.example.dim() - 1):
+            _refuse(node, f"axis={attrs.get('axis')} (only the last axis; from opset 13, "
+                          "any axis but the batch)")
+        return cv.call(node, cls(dim=dim), x)
+
+    return rule
+
+
+def _alias(cv, node, inputs, attrs):
+    """Identity, and Dropout in inference (its optional training_mode input must be a constant false)."""
+    training = inputs[2] if len(inputs) > 2 else None
+    if training is not None and (not isinstance(training, np.ndarray) or training.any()):
+        _refuse(node, "training_mode is not a constant false")
+    return cv.computed(node, inputs[0])
+
+
+def _axes(cv, node, inputs, attrs):
+    axes = attrs.get("axes", inputs[1] if len(inputs) > 1 else None)
+    if axes is not None and not isinstance(axes, (list, np.ndarray)):
+        _refuse(node, "axes must be a constant")
+    return None if axes is None else [int(a) for a in np.reshape(axes, -1)]
+
+
+def _squeeze(cv, node, inputs, attrs):
+    axes = _axes(cv, node, inputs, attrs)
+    if isinstance(inputs[0], np.ndarray):  # a shape holding the batch size
+        return np.squeeze(inputs[0], axis=None if axes is None else tuple(axes))
+    x = cv.computed(node, inputs[0])
+    if axes is None:
+        _refuse(node, "Squeeze without axes would drop the batch dimension for a batch of 1")
+    dims = {cv.axis(node, a, cv.onnx_rank(x)) for a in axes}
+    if 0 in dims or any(x.example.shape[d] != 1 for d in dims):
+        _refuse(node, f"axes {axes} include the batch or a dimension larger than 1")
+    return cv.reshape(node, x, [n for d, n in enumerate(x.example.shape) if d not in dims and d > 0])
+
+
+def _unsqueeze(cv, node, inputs, attrs):
+    axes = _axes(cv, node, inputs, attrs)
+    if axes is None:
+        _refuse(node, "Unsqueeze needs axes")
+    if isinstance(inputs[0], np.ndarray):
+        return np.expand_dims(inputs[0], tuple(axes))
+    x = cv.computed(node, inputs[0])
+    shape = list(x.example.shape)
+    for d in sorted(cv.axis(node, a, cv.onnx_rank(x) + len(axes)) for a in axes):
+        if d == 0:
+            _refuse(node, f"axes {axes} insert a dimension before the batch")
+        shape.insert(d, 1)
+    return cv.reshape(node, x, shape[1:])
+
+
+def _transpose(cv, node, inputs, attrs):
+    """Of a computed value only the identity permutation (a no-op); constants are folded."""
+    x = cv.computed(node, inputs[0])
+    rank = cv.onnx_rank(x)
+    if list(attrs.get("perm", range(rank - 1, -1, -1))) != list(range(rank)):
+        _refuse(node, f"perm={attrs.get('perm')} permutes computed values")
+    return x
+
+
+def _shape(cv, node, inputs, attrs):
+    """The input's shape as a constant, with None for the batch size (known only when run)."""
+    x = cv.computed(node, inputs[0])
+    if not cv.batched:
+        _refuse(node, "Shape on a model whose input has no batch dimension")
+    dims = np.array([None, *x.shape], dtype=object)
+    return dims[attrs.get("start", 0):attrs.get("end", len(dims))]
+
+
+def _gather(cv, node, inputs, attrs):
+    """Only on a shape (see _shape): Gather of computed values is an indexing the bounds lack."""
+    data = inputs[0]
+    if not isinstance(data, np.ndarray) or not isinstance(inputs[1], np.ndarray):
+        _refuse(node, "Gather of values computed from the input")
+    # asarray: np.take gives a bare element (None for the batch size) for a scalar index
+    return np.asarray(np.take(data, inputs[1].astype(np.int64), axis=attrs.get("axis", 0)), dtype=data.dtype)
+
+
+def _concat(cv, node, inputs, attrs):
+    if not all(isinstance(v, np.ndarray) for v in inputs):
+        _refuse(node, "Concat of values computed from the input")
+    return np.concatenate([v.astype(object) for v in inputs], axis=attrs["axis"])
+
+
+def _folded(cv, node, inputs, attrs):
+    # Never reached: a Constant has no inputs, so it is always folded.
+    _refuse(node, "is evaluated only on constants")
+
+
+def _needs_batch(rule):
+    """For operators whose ONNX definition has a batch axis: refused when the input declares none."""
+
+    def checked(cv, node, inputs, attrs):
+        if not cv.batched:
+            _refuse(node, "the model input has no batch dimension, which this operator needs")
+        return rule(cv, node, inputs, attrs)
+
+    return checked
+
+
+_RULES = {
+    # bounds and smoothing
+    "Gemm": _needs_batch(_gemm),
+    "MatMul": _matmul,
+    "Conv": _needs_batch(_conv),
+    "Relu": _module(nn.ReLU),
+    "Flatten": _needs_batch(_flatten),
+    "Reshape": _reshape,
+    "BatchNormalization": _needs_batch(_batch_norm),
+    "AveragePool": _needs_batch(_average_pool),
+    "Add": _binary(operator.add),
+    "Sub": _binary(operator.sub),
+    "Mul": _binary(operator.mul),
+    "Div": _binary(operator.truediv),
+    "Identity": _alias,
+    "Dropout": _alias,
+    "Squeeze": _squeeze,
+    "Unsqueeze": _unsqueeze,
+    "Transpose": _transpose,
+    # constants and shapes (Constant has no inputs, so it is always folded)
+    "Constant": _folded,
+    "Shape": _shape,
+    "Gather": _gather,
+    "Concat": _concat,
+    # smoothing only: BoundedModel refuses these
+    "MaxPool": _needs_batch(_max_pool),
+    "Sigmoid": _module(nn.Sigmoid),
+    "Tanh": _module(nn.Tanh),
+    "Softmax": _softmax(nn.Softmax),
+    "LogSoftmax": _softmax(nn.LogSoftmax),
+}

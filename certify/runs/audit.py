@@ -1,0 +1,74 @@
+"""Auditing a certificate: re-certify random inputs from the model and data files and compare.
+
+The model and data must hash to the certificate's SHA-256 (a swapped file is caught here), and the
+re-certified rows must agree: exactly for smoothing (the noise of input i is a function of the
+seed, i and the sample index, so the counts are reproducible), and for bound propagation in the
+decision (prediction, verified, radius) with the margin to float rounding.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from pathlib import Path
+
+from certify.formats.data_files import BUILTIN_DIGITS, load_data
+from certify.formats.model_files import sha256_file
+from certify.runs.run import make_job, prepare
+
+__all__ = ["audit_certificate"]
+
+SMOOTHING_FIELDS = ("label", "prediction", "correct", "radius", "p_lower", "counts", "num_samples")
+BOUNDS_FIELDS = ("label", "prediction", "correct", "verified", "radius")
+
+
+def audit_certificate(cert: dict, cert_path: Path, count: int, model_path=None, data_spec=None) -> list[tuple]:
+    """[(check, passed, detail)] for the files' hashes and `count` re-certified random inputs."""
+    model_file = _locate(model_path or cert["model"]["path"], cert_path)
+    data = data_spec or cert["data"]["path"]
+    if data != BUILTIN_DIGITS:
+        data = str(_locate(data, cert_path))
+    labels = cert["data"].get("labels")
+    # Hashes first: a file that is not the one certified is reported as such, whatever it holds.
+    checks = []
+    for what, path, want in (("model", model_file, cert["model"]["sha256"]), ("data", data, cert["data"]["sha256"])):
+        if path != BUILTIN_DIGITS and not Path(path).is_file():
+            checks.append((f"{what} file", False, f"{path} not found (pass --{what})"))
+            continue
+        have = load_data(path).sha256 if path == BUILTIN_DIGITS else sha256_file(Path(path))
+        same = have == want
+        checks.append((f"{what} file", same, f"SHA-256 matches ({have[:16]}...)" if same else
+                       f"SHA-256 {have[:16]}... differs from the certificate's {want[:16]}...: not the file certified"))
+    if not all(ok for _, ok, _ in checks):
+        return checks
+    inputs = prepare(model_file, data, arch=cert["model"].get("arch"),
+                     labels=None if labels is None else str(_locate(labels, cert_path)), limit=cert["data"]["limit"])
+    rows = cert["results"]
+    picked = sorted(secrets.SystemRandom().sample(range(len(rows)), min(count, len(rows))))
+    job = make_job(inputs, cert["method"])
+    smoothing = cert["method"]["family"] == "smoothing"
+    fields = SMOOTHING_FIELDS if smoothing else BOUNDS_FIELDS
+    disagree = []
+    for k in picked:
+        stated = rows[k]
+        again = job.certify([stated["index"]])[0]
+        differs = [f for f in fields if again[f] != stated[f]]
+        if not smoothing and "margin" in stated and not math.isclose(again.get("margin", math.inf), stated["margin"],
+                                                                     rel_tol=1e-4, abs_tol=1e-5):
+            differs.append("margin")
+        if differs:
+            disagree.append(f"input {stated['index']}: {', '.join(differs)}")
+    detail = (f"{len(picked)} random inputs re-certified, all agree" if not disagree else
+              f"{len(disagree)} of {len(picked)} re-certified inputs disagree: {'; '.join(disagree[:5])}")
+    checks.append(("audit", not disagree, detail))
+    return checks
+
+
+def _locate(path, cert_path: Path) -> Path:
+    """A path from the certificate: as written (relative to the current folder), else relative to
+    the certificate's folder (certificates travel with their run folder)."""
+    path = Path(path)
+    if path.exists() or path.is_absolute():
+        return path
+    beside = Path(cert_path).parent / path
+    return beside if beside.exists() else path

@@ -1,0 +1,113 @@
+"""A certification run, from a model file and data to a run folder:
+
+    RUN/run.sqlite         the run store: settings and one committed row per finished input
+    RUN/certificate.json   the certificate (certify.certificate/1), written when every input is done
+    RUN/report.html        self-contained report with plots;  RUN/report.md: the same, in Markdown
+
+`prepare` reads the model and data and checks they fit before anything is written, so bad input
+leaves no run folder behind. `execute` certifies what the store does not hold yet, committing rows
+as they finish: stop it at any point (Ctrl-C, SIGKILL, power loss) and run again with resume=True.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from certify import certificate
+from certify.bounds import UnsupportedModelError
+from certify.formats.data_files import Dataset, load_data
+from certify.formats.model_files import LoadedModel, load_model
+from certify.runs.jobs import BoundsJob, SmoothingJob, num_classes_of
+from certify.runs.progress import ProgressLine
+from certify.runs.store import RunStore
+
+__all__ = ["Inputs", "prepare", "make_job", "execute", "CERTIFICATE_NAME"]
+
+CERTIFICATE_NAME = "certificate.json"
+
+
+@dataclass
+class Inputs:
+    """A loaded model and data set, checked against each other, and the run settings they give."""
+
+    model: LoadedModel
+    data: Dataset
+    num_classes: int
+    limit: int | None
+
+    @property
+    def count(self) -> int:
+        return len(self.data) if self.limit is None else min(self.limit, len(self.data))
+
+    def config(self, method: dict, arch: str | None = None, labels: str | None = None) -> dict:
+        return {
+            "model": {"path": str(self.model.path), "sha256": self.model.sha256, "format": self.model.format,
+                      "arch": arch, "input_shape": list(self.data.input_shape), "num_classes": self.num_classes},
+            "data": {"path": self.data.path, "sha256": self.data.sha256, "labels": labels,
+                     "num_inputs": len(self.data), "limit": self.limit},
+            "method": method,
+        }
+
+
+def prepare(model_path, data_spec, *, arch: str | None = None, labels=None, limit: int | None = None) -> Inputs:
+    """Loads and cross-checks model and data (ValueError subclasses on any mismatch)."""
+    model = load_model(model_path, arch=arch)
+    data = load_data(data_spec, labels=labels)
+    if model.input_shape is not None and tuple(model.input_shape) != data.input_shape:
+        raise ValueError(f"the model takes inputs of shape {tuple(model.input_shape)} but the data's inputs have "
+                         f"shape {data.input_shape}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {limit}")
+    return Inputs(model, data, num_classes_of(model.module, data), limit)
+
+
+def make_job(inputs: Inputs, method: dict):
+    """The job for `method` (checked against the certificate schema's method definitions first)."""
+    certificate.check_method(method)
+    if method["family"] == "smoothing":
+        return SmoothingJob(inputs.model.module, inputs.num_classes, inputs.data, method)
+    try:
+        return BoundsJob(inputs.model.module, inputs.data, method)
+    except UnsupportedModelError as exc:
+        if inputs.model.format in ("torchscript", "torch.export"):
+            raise UnsupportedModelError(
+                f"bound propagation reads ONNX models and state dicts (traced with torch.fx); a {inputs.model.format} "
+                f"archive cannot be traced ({exc}). Export the model with torch.onnx.export and pass the .onnx file"
+            ) from exc
+        raise
+
+
+def execute(folder: Path, inputs: Inputs, method: dict, *, resume: bool = False, quiet: bool = False,
+            sign_key: Path | None = None, radii=None, config_extra: dict | None = None) -> dict:
+    """Certifies the inputs the run store lacks, then writes certificate and report; returns the
+    certificate. Committed rows survive any interruption; resume=True continues a stopped run."""
+    folder = Path(folder)
+    config = inputs.config(method, **(config_extra or {}))
+    job = make_job(inputs, method)  # before the store: a model the job refuses leaves no run folder
+    store = RunStore.open(folder, config, resume)
+    try:
+        done = store.done()
+        todo = [i for i in range(inputs.count) if i not in done]
+        progress = ProgressLine(inputs.count, inputs.count - len(todo), job.samples_per_input, quiet)
+        try:
+            for start in range(0, len(todo), job.chunk):
+                chunk = todo[start:start + job.chunk]
+                store.add(job.certify(chunk, progress.add_samples))
+                progress.add_inputs(len(chunk))
+        finally:
+            progress.close()
+        cert = certificate.build(config, store.rows(), radii)
+    finally:
+        store.close()
+    if sign_key is not None:
+        cert = certificate.sign(cert, sign_key)
+    certificate.write_json(folder / CERTIFICATE_NAME, cert)
+    write_reports(folder, cert)
+    return cert
+
+
+def write_reports(folder: Path, cert: dict, html: Path | None = None, markdown: Path | None = None) -> None:
+    from certify.report import write_report
+
+    write_report(cert, html_path=html or Path(folder) / "report.html", markdown_path=markdown or Path(folder) / "report.md")

@@ -1,0 +1,131 @@
+"""The run store: an SQLite file holding a run's configuration and one row per finished input.
+
+Why SQLite: embedded, no server, and each commit is durable (WAL journal, synchronous=FULL), so a
+crash or SIGKILL loses at most the inputs in flight, never a committed row, and never leaves a
+half-written one. `idx` is the primary key: an input can never be counted twice.
+
+One writer: only the process driving a run writes here. A scale-out backend with many workers
+sends finished rows back to that driver, which calls `add` (workers never open the file), so the
+store stays a single-writer database whatever runs the inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+__all__ = ["RunStore", "RunStoreError", "STORE_NAME"]
+
+STORE_NAME = "run.sqlite"
+SCHEMA_VERSION = 1
+
+
+class RunStoreError(ValueError):
+    """The run folder cannot be used as asked (exists without --resume, holds another run, ...)."""
+
+
+class RunStore:
+    """rows: {index: row dict}; config: the run's parameters, fixed when the run is created."""
+
+    def __init__(self, connection: sqlite3.Connection, path: Path):
+        self._db = connection
+        self.path = path
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def open(cls, folder: Path, config: dict, resume: bool) -> RunStore:
+        """The store of the run in `folder`: created with `config`, or, with resume=True, the
+        existing one, which must have been created with the same config."""
+        folder = Path(folder)
+        path = folder / STORE_NAME
+        if path.exists():
+            if not resume:
+                raise RunStoreError(f"{folder} already holds a run; pass --resume to continue it, "
+                                    "or choose another --out folder")
+            store = cls(_connect(path), path)
+            store._check_config(config)
+            return store
+        if folder.exists() and any(folder.iterdir()):
+            raise RunStoreError(f"{folder} exists and is not a run folder (it has no {STORE_NAME}); "
+                                "choose an empty or new --out folder")
+        folder.mkdir(parents=True, exist_ok=True)
+        # Built under a temporary name and renamed: a crash here leaves no store that looks valid.
+        tmp = folder / (STORE_NAME + ".creating")
+        tmp.unlink(missing_ok=True)
+        db = _connect(tmp)
+        with db:
+            db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            db.execute("CREATE TABLE results (idx INTEGER PRIMARY KEY, row TEXT NOT NULL)")
+            db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            db.execute("INSERT INTO meta VALUES ('config', ?)", (_dump(config),))
+        db.close()
+        tmp.replace(path)
+        return cls(_connect(path), path)
+
+    @classmethod
+    def load(cls, folder: Path) -> RunStore:
+        """An existing run, read-only use (report, export)."""
+        path = Path(folder) / STORE_NAME
+        if not path.is_file():
+            raise RunStoreError(f"{folder} is not a run folder: it has no {STORE_NAME}")
+        return cls(_connect(path), path)
+
+    def _check_config(self, config: dict) -> None:
+        stored, asked = _flatten(self.config), _flatten(json.loads(_dump(config)))
+        changed = sorted(k for k in stored.keys() | asked.keys() if stored.get(k) != asked.get(k))
+        if changed:
+            shown = ", ".join(f"{k}: {stored.get(k)!r} in the run, {asked.get(k)!r} now" for k in changed[:4])
+            raise RunStoreError(f"{self.path.parent} holds a run with different settings ({shown}); resume it "
+                                "with the same command, or choose another --out folder")
+
+    # ------------------------------------------------------------------ content
+    @property
+    def config(self) -> dict:
+        return json.loads(self._meta("config"))
+
+    def _meta(self, key: str) -> str:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            raise RunStoreError(f"{self.path} is not a certify run store (no '{key}')")
+        return row[0]
+
+    def done(self) -> set[int]:
+        return {idx for (idx,) in self._db.execute("SELECT idx FROM results")}
+
+    def rows(self) -> list[dict]:
+        """Every finished row, in index order."""
+        return [json.loads(row) for (row,) in self._db.execute("SELECT row FROM results ORDER BY idx")]
+
+    def add(self, rows: list[dict]) -> None:
+        """Commits finished rows (each with an 'index'); an index already stored is an error."""
+        try:
+            with self._db:
+                self._db.executemany("INSERT INTO results VALUES (?, ?)", [(int(r["index"]), _dump(r)) for r in rows])
+        except sqlite3.IntegrityError as exc:
+            raise RunStoreError(f"an input was certified twice ({exc}); the run store refuses duplicates") from exc
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level="DEFERRED")
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")  # a committed row survives power loss, not only a crash
+    return db
+
+
+def _dump(value) -> str:
+    return json.dumps(value, sort_keys=True, allow_nan=False)
+
+
+def _flatten(value: dict, prefix: str = "") -> dict:
+    """{"method": {"alpha": 0.1}} -> {"method.alpha": 0.1}, to name what differs."""
+    flat = {}
+    for key, item in value.items():
+        if isinstance(item, dict):
+            flat.update(_flatten(item, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = item
+    return flat

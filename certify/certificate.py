@@ -33,9 +33,9 @@ NORM_NAMES = {"l2": "ℓ2", "l1": "ℓ1", "linf": "ℓ∞"}
 # ---------------------------------------------------------------------------- building
 def build(config: dict, rows: list[dict], radii=None) -> dict:
     """The certificate of a finished run: config = {"model", "data", "method"} as stored in the run."""
-    from certify import __version__
-
     import torch
+
+    from certify import __version__
 
     method = config["method"]
     return {

@@ -117,8 +117,8 @@ def test_bounds_verify_and_radius(files, tmp_path):
 
 
 def test_kill_and_resume_gives_identical_rows(tmp_path):
-    model, data = make_files(tmp_path, count=60)
-    args = ("smooth", "--model", model, "--data", data, "--sigma", "0.5", "--n0", "100", "--n", "40000",
+    model, data = make_files(tmp_path, count=40)
+    args = ("smooth", "--model", model, "--data", data, "--sigma", "0.5", "--n0", "100", "--n", "20000",
             "--batch-size", "4000", "--alpha", "0.01", "--quiet")
     whole = certify(*args, "--out", "whole", cwd=tmp_path)
     assert whole.returncode == 0, whole.stderr
@@ -132,7 +132,7 @@ def test_kill_and_resume_gives_identical_rows(tmp_path):
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     stored = _count(store)
-    assert 5 <= stored < 60, "the kill must land mid-run"
+    assert 5 <= stored < 40, "the kill must land mid-run"
     assert not (tmp_path / "cut" / "certificate.json").exists()
 
     resumed = certify(*args, "--out", "cut", "--resume", cwd=tmp_path)
@@ -145,7 +145,7 @@ def test_kill_and_resume_gives_identical_rows(tmp_path):
             del row["seconds"]
         return out
 
-    assert [i for i, _ in rows("cut")] == list(range(60))  # no gaps, no duplicates
+    assert [i for i, _ in rows("cut")] == list(range(40))  # no gaps, no duplicates
     assert rows("cut") == rows("whole")
 
 

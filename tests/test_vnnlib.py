@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 import certify
+from certify.formats import vnnlib
 from certify.formats.vnnlib import (
     Case,
     Constraint,
@@ -27,6 +28,18 @@ from certify.formats.vnnlib import (
 
 HEADER = "(declare-const X_0 Real)\n(declare-const X_1 Real)\n(declare-const Y_0 Real)\n(declare-const Y_1 Real)\n"
 BOX = "(assert (>= X_0 -1))\n(assert (<= X_0 1))\n(assert (>= X_1 0))\n(assert (<= X_1 2))\n"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The networks here are tiny; with OpenMP threads on every core, the bound engine and torch
+    slow down many times over when other work shares the machine."""
+    before = certify.get_num_threads(), torch.get_num_threads()
+    certify.set_num_threads(1)
+    torch.set_num_threads(1)
+    yield
+    certify.set_num_threads(before[0])
+    torch.set_num_threads(before[1])
 
 
 # ============================================================================ networks
@@ -308,6 +321,31 @@ def test_coefficients_that_are_not_float32_use_the_exact_residual():
     assert verdict.status == "sat" and 0.25 <= verdict.counterexample[0][0] <= 0.75
 
 
+def test_proof_compares_bounds_with_the_exact_bound():
+    """A lower bound L on Y_0 settles "Y_0 <= b" iff L > b exactly. b = 1/10: float64(0.1) is
+    0.1000000000000000055 > 1/10, so L = 0.1 settles it and the float just below does not.
+    b = 1/2 is a float: L = 0.5 does not settle it, the next float does."""
+    tenth = vnnlib._Prepared.make(Case([0.0], [1.0], (Constraint((1,), Fraction(1, 10)),)), 1)
+    assert tenth.infeasible(np.array([[0.1], [math.nextafter(0.1, 0)]])).tolist() == [True, False]
+    half = vnnlib._Prepared.make(Case([0.0], [1.0], (Constraint((1,), Fraction(1, 2)),)), 1)
+    assert half.infeasible(np.array([[0.5], [math.nextafter(0.5, 1)]])).tolist() == [False, True]
+
+
+def test_residual_of_a_coefficient_is_bounded_by_interval_arithmetic():
+    """0.1 Y_0 <= 0 is scaled by 16 (max |coefficient| into [1, 2)) to 1.6 Y_0 <= 0 and split as
+    hi = float32(1.6) = 1.60000002384185791015625 plus the exact residual r = 8/5 - hi < 0.
+    With L <= hi Y_0 and Y_0 in [-1e6, 1e6]: r Y_0 >= r 1e6 (r < 0 takes the upper end), so the
+    case is settled iff L + r 1e6 > 0, i.e. L > 0.0238..."""
+    prepared = vnnlib._Prepared.make(Case([0.0], [1.0], (Constraint((Fraction(1, 10),), 0),)), 1)
+    hi = Fraction(float(np.float32(1.6)))
+    r = Fraction(8, 5) - hi
+    assert r < 0 and prepared.residual == [(r,)]
+    assert prepared.spec.tolist() == [[float(hi)], [1.0], [-1.0]]  # the row, then Y_0 and -Y_0
+    edge = float(-r * 10**6)
+    lower = np.array([[edge * 0.99, -1e6, -1e6], [edge * 1.01, -1e6, -1e6], [edge * 1.01, -1e6, -math.inf]])
+    assert prepared.infeasible(lower).tolist() == [False, True, False]
+
+
 def test_counterexamples_are_checked_exactly_not_in_float64():
     """f = v = float32(0.1) = 0.100000001490116119384765625 for every x. "Y_0 >= d" with d a hair
     above v rounds to the float64 v, so a float64 check would accept x; exactly, it fails."""
@@ -349,6 +387,11 @@ def test_two_dimensional_box_with_tiny_budgets():
     unknown = check_property(net, (2,), prop, max_splits=0)
     assert unknown.status == "unknown" and format_result(unknown) == "unknown\n"
     assert check_property(net, (2,), prop, timeout=60.0).status == "unsat"
+    # "f <= -1e-30" is unsafe nowhere, but where f = 0 exactly (x_0 <= 0) sound bounds keep a
+    # rounding allowance below 0: never proven, so branch and bound runs until the clock stops it.
+    never = parse_vnnlib(text.replace("-0.25", "-1e-30"))
+    verdict = check_property(net, (2,), never, timeout=0.3, max_splits=10**9, max_depth=10**9)
+    assert verdict.status == "timeout" and verdict.splits > 0 and 0.3 <= verdict.seconds < 10
 
 
 def test_multidimensional_input_is_flattened_row_major():
@@ -428,7 +471,7 @@ def worst_points(net64, lower, upper, coeffs, bounds, generator):
 def test_random_networks_unsat_survives_search_and_sat_holds():
     generator = torch.Generator().manual_seed(1)
     outcomes = {"unsat": 0, "sat": 0, "unknown": 0}
-    for trial in range(14):
+    for trial in range(20):
         torch.manual_seed(100 + trial)
         net = nn.Sequential(nn.Linear(3, 10), nn.ReLU(), nn.Linear(10, 10), nn.ReLU(), nn.Linear(10, 3)).eval()
         net64 = copy.deepcopy(net).double()
@@ -444,20 +487,24 @@ def test_random_networks_unsat_survives_search_and_sat_holds():
             coeffs = coeffs * 0.1
         with torch.no_grad():
             values = net64(sample_box(lower, upper, 2000, generator)) @ coeffs.T
-        q = torch.rand(rows, generator=generator, dtype=torch.float64) * 0.16 - 0.08
+        q = torch.rand(rows, generator=generator, dtype=torch.float64) * 0.16 - 0.06
         bounds = values.min(0).values + q * (values.max(0).values - values.min(0).values)
         bounds = torch.tensor([round(b, 3) for b in bounds.tolist()], dtype=torch.float64)  # decimal text
         constraints = [([str(round(c, 1)) for c in a], str(b)) for a, b in zip(coeffs.tolist(), bounds.tolist())]
         prop = box_property(lower.numpy(), upper.numpy(), constraints)
         exact_coeffs = torch.tensor([[float(Fraction(c)) for c in a] for a, _ in constraints], dtype=torch.float64)
-        verdict = check_property(net, (3,), prop, max_splits=400, seed=trial)
-        outcomes[verdict.status] += 1
-        if verdict.status == "unsat":
-            assert worst_points(net64, lower, upper, exact_coeffs, bounds, generator) > 0, trial
-        elif verdict.status == "sat":
-            x, y = verdict.counterexample
-            with torch.no_grad():
-                np.testing.assert_array_equal(net(torch.from_numpy(x).unsqueeze(0)).numpy().reshape(-1), y)
-            assert prop.cases[0].violated_by(x, y)
-            assert ((lower.numpy() <= x) & (x <= upper.numpy())).all()
-    assert outcomes["unsat"] >= 3 and outcomes["sat"] >= 3, outcomes
+        # As shipped (attack first), and with the first attack cut to the box centre, so that the
+        # bounds must answer instances the attack would have settled.
+        full = check_property(net, (3,), prop, max_splits=400, seed=trial)
+        bounds_first = check_property(net, (3,), prop, max_splits=400, seed=trial, attack_restarts=1, attack_steps=0)
+        outcomes[full.status] += 1
+        for verdict in (full, bounds_first):
+            if verdict.status == "unsat":
+                assert worst_points(net64, lower, upper, exact_coeffs, bounds, generator) > 0, trial
+            elif verdict.status == "sat":
+                x, y = verdict.counterexample
+                with torch.no_grad():
+                    np.testing.assert_array_equal(net(torch.from_numpy(x).unsqueeze(0)).numpy().reshape(-1), y)
+                assert prop.cases[0].violated_by(x, y)
+                assert ((lower.numpy() <= x) & (x <= upper.numpy())).all()
+    assert outcomes["unsat"] >= 4 and outcomes["sat"] >= 4, outcomes

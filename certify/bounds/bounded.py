@@ -150,7 +150,7 @@ class BoundedModel:
         return self._engine.compute_bounds(input_set, self._method(method), sound, spec=spec, grad=grad)
 
     def spec_bounds(self, lower, upper, spec, method: str = "crown", *, sound: bool = True) -> torch.Tensor:
-        """Lower bounds on spec @ f(x) over the box lower <= x <= upper: (B, S) float64.
+        """Lower bounds on spec @ f(x) over the box lower <= x <= upper: (B, S), rounded outward.
 
         lower, upper: (B, *input_shape), lower <= upper; float64 values are enclosed outward.
         spec: (S, num_outputs) or (B, S, num_outputs) with float32-representable entries (a

@@ -144,7 +144,11 @@ class _Computed:
 
 
 def _refuse(node, why: str):
-    raise UnsupportedModelError(f"ONNX node '{node.name}' ({node.op_type}): {why}")
+    raise UnsupportedModelError(f"ONNX node '{_label(node)}' ({node.op_type}): {why}")
+
+
+def _label(node) -> str:
+    return node.name or node.output[0]  # names are optional in ONNX; output names are not
 
 
 class _Converter:
@@ -241,7 +245,7 @@ class _Converter:
             if rule is None:
                 op = f"{node.domain}.{node.op_type}" if node.domain else node.op_type
                 raise UnsupportedModelError(
-                    f"{self.path}: ONNX node '{node.name}' uses operator {op}, which certify does not "
+                    f"{self.path}: ONNX node '{_label(node)}' uses operator {op}, which certify does not "
                     f"convert. Supported: {', '.join(sorted(_RULES))}")
             inputs = [self.values[name] if name else None for name in node.input]
             attrs = {a.name: _attribute(a) for a in node.attribute}
@@ -256,7 +260,7 @@ class _Converter:
                 raise UnsupportedModelError(f"{self.path}: {exc}") from None
             except (RuntimeError, ValueError, TypeError, IndexError) as exc:  # inconsistent shapes or types
                 shapes = [v.shape for v in inputs if isinstance(v, (_Computed, np.ndarray))]
-                raise ModelFileError(f"'{self.path}': ONNX node '{node.name}' ({node.op_type}) fails on "
+                raise ModelFileError(f"'{self.path}': ONNX node '{_label(node)}' ({node.op_type}) fails on "
                                      f"inputs of shapes {shapes}: {_first_line(exc)}") from None
             self.values.update(zip(node.output, outputs))
         return self._module(g)
@@ -350,8 +354,8 @@ def _scaled(node, tensor: torch.Tensor, factor: float, name: str) -> torch.Tenso
         return tensor.contiguous()
     exact = tensor.double() * factor
     if not torch.equal(exact.float().double(), exact):
-        _refuse(node, f"{name}={factor} times the weights is not exactly a float32 number; folding it would "
-                      "change the network (export with alpha=beta=1)")
+        _refuse(node, f"{name}={factor:g} times the weights is not exactly a float32 number; folding it "
+                      "would change the network (export with alpha=beta=1)")
     return exact.float()
 
 
@@ -398,7 +402,7 @@ def _padding(node, attrs) -> tuple[int, int]:
     return pads[:2]
 
 
-def _pool_geometry(cv, node, x, attrs):
+def _pool_geometry(node, x, attrs):
     """(kernel, stride, padding) of a 2-D pooling; ONNX's stride defaults to 1, torch's to the kernel."""
     if len(x.shape) != 3:
         _refuse(node, f"input of shape {x.shape} per sample; certify supports 2-D pooling of (C, H, W) only")
@@ -418,14 +422,14 @@ def _average_pool(cv, node, inputs, attrs):
     x = cv.computed(node, inputs[0])
     if any(d != 1 for d in attrs.get("dilations", (1, 1))):
         _refuse(node, "dilations other than 1")
-    kernel, stride, padding = _pool_geometry(cv, node, x, attrs)
+    kernel, stride, padding = _pool_geometry(node, x, attrs)
     include = bool(attrs.get("count_include_pad", 0)) or padding == (0, 0)
     return cv.call(node, nn.AvgPool2d(kernel, stride, padding, count_include_pad=include), x)
 
 
 def _max_pool(cv, node, inputs, attrs):
     x = cv.computed(node, inputs[0])
-    kernel, stride, padding = _pool_geometry(cv, node, x, attrs)
+    kernel, stride, padding = _pool_geometry(node, x, attrs)
     pool = nn.MaxPool2d(kernel, stride, padding, dilation=tuple(attrs.get("dilations", (1, 1))))
     return cv.call(node, pool, x)
 
@@ -527,7 +531,7 @@ def _alias(cv, node, inputs, attrs):
     return cv.computed(node, inputs[0])
 
 
-def _axes(cv, node, inputs, attrs):
+def _axes(node, inputs, attrs):
     axes = attrs.get("axes", inputs[1] if len(inputs) > 1 else None)
     if axes is not None and not isinstance(axes, (list, np.ndarray)):
         _refuse(node, "axes must be a constant")
@@ -535,7 +539,7 @@ def _axes(cv, node, inputs, attrs):
 
 
 def _squeeze(cv, node, inputs, attrs):
-    axes = _axes(cv, node, inputs, attrs)
+    axes = _axes(node, inputs, attrs)
     if isinstance(inputs[0], np.ndarray):  # a shape holding the batch size
         return np.squeeze(inputs[0], axis=None if axes is None else tuple(axes))
     x = cv.computed(node, inputs[0])
@@ -548,7 +552,7 @@ def _squeeze(cv, node, inputs, attrs):
 
 
 def _unsqueeze(cv, node, inputs, attrs):
-    axes = _axes(cv, node, inputs, attrs)
+    axes = _axes(node, inputs, attrs)
     if axes is None:
         _refuse(node, "Unsqueeze needs axes")
     if isinstance(inputs[0], np.ndarray):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import bisect
 import gzip
+import itertools
 import math
 import re
 import time
@@ -330,7 +331,7 @@ class _Parser:
                 raise _error(expr, f"{head} takes at least two terms")
             terms = [self.term(arg) for arg in args]
             atoms = []
-            for a, b in zip(terms, terms[1:]):  # chained comparisons, as in SMT-LIB
+            for a, b in itertools.pairwise(terms):  # chained comparisons, as in SMT-LIB
                 if head in ("<=", "="):
                     atoms.append(a.plus(b.scaled(Fraction(-1))))
                 if head in (">=", "="):
@@ -727,7 +728,7 @@ class _Checker:
         margin = 1e-6 * (1 + bound.abs())
         u = torch.rand(lo.shape, generator=self.generator)
         u[::restarts] = 0.5
-        x = lo + u * (hi - lo)
+        x = torch.minimum(lo + u * (hi - lo), hi)
         width = hi - lo
         for t in range(steps + 1):
             self.clock.check()
@@ -765,7 +766,7 @@ def _split(boxes: _Boxes) -> tuple[_Boxes, np.ndarray]:
     rows = np.arange(len(boxes))
     dim = np.argmax(boxes.upper - boxes.lower, axis=1)
     lo, hi = boxes.lower[rows, dim], boxes.upper[rows, dim]
-    mid = lo + (hi - lo) / 2
+    mid = 0.5 * lo + 0.5 * hi  # no overflow; in [lo, hi]
     ok = (lo < mid) & (mid < hi)
     left, right = boxes.take(ok), boxes.take(ok)
     left.upper, right.lower = left.upper.copy(), right.lower.copy()

@@ -16,6 +16,7 @@
 #include "stats/binomial.h"
 #include "stats/normal.h"
 #include "stats/radius.h"
+#include "stats/sequential.h"
 
 namespace py = pybind11;
 using namespace certify;
@@ -91,6 +92,40 @@ py::tuple smoothing_bounds(int kind, double scale, const CArray<int64_t>& k, int
   return py::make_tuple(p_lower, radius);
 }
 
+// One look of sequential CERTIFY for each input: k (hits) and n (samples so far) are (B,) int64,
+// last (B,) bool marks inputs at their final look. Returns (decision, p_lower, radius), (B,) each;
+// decision 0 continue, 1 certified, 2 not certified. target >= 0: the target-radius test;
+// target < 0: the budgeted variant with n_max and tolerance.
+py::tuple sequential_looks(int kind, double scale, const CArray<int64_t>& k, const CArray<int64_t>& n,
+                           const CArray<bool>& last, double alpha_look, double tail_mass, double target,
+                           int64_t n_max, double tolerance) {
+  if (kind < 0 || kind > 2) throw std::invalid_argument("sequential_looks: kind must be 0, 1 or 2");
+  if (k.size() != n.size() || k.size() != last.size())
+    throw std::invalid_argument("sequential_looks: k, n and last must have the same length");
+  py::array_t<int32_t> decision(k.size());
+  py::array_t<double> p_lower(k.size()), radius(k.size());
+  for (py::ssize_t i = 0; i < k.size(); ++i) {
+    const int64_t ki = k.data()[i], ni = n.data()[i];
+    if (ki < 0 || ni < 1) throw std::invalid_argument("sequential_looks: need k >= 0 and n >= 1");
+    const auto noise = static_cast<NoiseKind>(kind);
+    const Look look = target >= 0.0
+        ? target_radius_look(noise, scale, ki, ni, alpha_look, tail_mass, target, last.data()[i])
+        : budget_look(noise, scale, ki, ni, static_cast<uint64_t>(n_max), alpha_look, tail_mass, tolerance,
+                      last.data()[i]);
+    decision.mutable_data()[i] = static_cast<int32_t>(look.decision);
+    p_lower.mutable_data()[i] = look.p_lower;
+    radius.mutable_data()[i] = look.radius;
+  }
+  return py::make_tuple(decision, p_lower, radius);
+}
+
+py::array_t<int64_t> looks(uint64_t first, double growth, uint64_t max_samples) {
+  const std::vector<uint64_t> schedule = look_schedule(first, growth, max_samples);
+  py::array_t<int64_t> out(schedule.size());
+  for (size_t i = 0; i < schedule.size(); ++i) out.mutable_data()[i] = static_cast<int64_t>(schedule[i]);
+  return out;
+}
+
 double cp_lower(uint64_t k, uint64_t n, double alpha) { return clopper_pearson_lower(k, n, alpha); }
 double cp_upper(uint64_t k, uint64_t n, double alpha) { return clopper_pearson_upper(k, n, alpha); }
 double beta_cdf(double a, double b, double x) { return beta_tails(a, b, UnitPoint::from_x(x)).lower; }
@@ -132,6 +167,12 @@ PYBIND11_MODULE(_core, m) {
   m.def("gaussian_l2_radius", py::vectorize(gaussian_l2_radius), py::arg("sigma"), py::arg("q"));
   m.def("laplace_l1_radius", py::vectorize(laplace_l1_radius), py::arg("scale"), py::arg("q"));
   m.def("uniform_l1_radius", py::vectorize(uniform_l1_radius), py::arg("half_width"), py::arg("q"));
+  m.def("look_schedule", &looks, py::arg("first"), py::arg("growth"), py::arg("max_samples"),
+        "Sample counts of sequential CERTIFY's looks: first, then x growth (at least +1), ending at max_samples");
+  m.def("sequential_looks", &sequential_looks, py::arg("kind"), py::arg("scale"), py::arg("k"), py::arg("n"),
+        py::arg("last"), py::arg("alpha_look"), py::arg("tail_mass"), py::arg("target"), py::arg("n_max") = 0,
+        py::arg("tolerance") = 0.0,
+        "One look per input: (decision 0 continue / 1 certified / 2 not certified, p_lower, radius)");
   m.def("smoothing_bounds", &smoothing_bounds, py::arg("kind"), py::arg("scale"), py::arg("k"), py::arg("n"),
         py::arg("alpha"), py::arg("tail_mass") = 0.0,
         "(p_lower, radius) per count k of the selected class in n samples, less the sampler's tail mass");

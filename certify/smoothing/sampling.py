@@ -36,37 +36,49 @@ def count_classes(
     input_indices: np.ndarray,
     num_classes: int,
     noise: Noise,
-    num: int,
+    num,
     stream: int,
     seed: int,
     batch_size: int,
     progress: Progress | None = None,
+    start=None,
 ) -> np.ndarray:
-    """Counts of argmax model(x_i + noise) over `num` samples per input; returns (B, num_classes) int64.
+    """Counts of argmax model(x_i + noise) over samples start_i .. start_i + num_i - 1 of each
+    input's stream; returns (B, num_classes) int64.
 
     xs: (B, *input_shape) on the CPU, float32/float64; input_indices: (B,) the Philox input index of each.
+    num: samples per input, one number or (B,); start: first sample index per input ((B,), default 0).
     """
     num_inputs = xs.shape[0]
     input_shape = tuple(xs.shape[1:])
+    nums = np.broadcast_to(np.asarray(num, dtype=np.int64), (num_inputs,))
+    starts = np.zeros(num_inputs, dtype=np.int64) if start is None else np.asarray(start, dtype=np.int64)
+    ends = np.cumsum(nums)  # input i owns rows ends[i] - nums[i] .. ends[i] - 1 of the concatenation
     flat = xs.reshape(num_inputs, -1).contiguous()
     flat_np = flat.numpy()
-    total = num_inputs * num
+    total = int(ends[-1]) if num_inputs else 0
+    counts = torch.zeros(num_inputs * num_classes, dtype=torch.int64)
+    if total == 0:
+        return counts.view(num_inputs, num_classes).numpy()
     buffer = torch.empty((min(batch_size, total), flat.shape[1]), dtype=xs.dtype)
     buffer_np = buffer.numpy()
-    counts = torch.zeros(num_inputs * num_classes, dtype=torch.int64)
+    owners_end = torch.from_numpy(ends)
 
     done = 0
     with torch.inference_mode():
         while done < total:
             rows = min(batch_size, total - done)
-            first, last = done // num, (done + rows - 1) // num
+            first = int(np.searchsorted(ends, done, side="right"))
+            last = int(np.searchsorted(ends, done + rows - 1, side="right"))
             row = 0
             for i in range(first, last + 1):
-                start = done + row - i * num  # first sample of input i in this batch
-                take = min(num - start, rows - row)
+                offset = done + row - (int(ends[i]) - int(nums[i]))  # position within input i's samples
+                take = min(int(nums[i]) - offset, rows - row)
+                if take <= 0:
+                    continue  # an input with no samples asked for
                 core.fill_noisy(
                     flat_np[i], buffer_np[row : row + take], noise.kind, noise.scale,
-                    seed, int(input_indices[i]), stream, start,
+                    seed, int(input_indices[i]), stream, int(starts[i]) + offset,
                 )
                 row += take
             batch = buffer[:rows].view(rows, *input_shape)
@@ -80,7 +92,7 @@ def count_classes(
                 ) from exc
             logits = _checks.model_output(logits, rows, num_classes)
             predictions = logits.argmax(dim=1).cpu()
-            owner = torch.arange(done, done + rows) // num - first
+            owner = torch.searchsorted(owners_end, torch.arange(done, done + rows), right=True) - first
             local = torch.bincount(owner * num_classes + predictions, minlength=(last - first + 1) * num_classes)
             counts[first * num_classes : (last + 1) * num_classes] += local
             done += rows

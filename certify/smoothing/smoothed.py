@@ -14,6 +14,7 @@ from certify.noise import Noise
 from certify.smoothing import reference
 from certify.smoothing.results import ABSTAIN, SmoothingResult, SmoothingResults
 from certify.smoothing.sampling import Progress, Stream, count_classes
+from certify.smoothing.sequential import Schedule, SequentialResult, SequentialResults, run_sequential
 
 __all__ = ["Smoothed"]
 
@@ -58,7 +59,9 @@ class Smoothed:
     def certify(
         self, x, n0: int = 100, n: int = 100_000, alpha: float = 0.001, batch_size: int = 1_000,
         seed: int = 0, *, input_index: int = 0, progress: Progress | None = None,
-    ) -> SmoothingResult:
+        target_radius: float | None = None, max_samples: int | None = None, sequential: bool = False,
+        tolerance: float | None = None, schedule: Schedule | None = None,
+    ) -> SmoothingResult | SequentialResult:
         """CERTIFY for one input x (the model's input shape, no batch dimension).
 
         The n0 draw picks the class c_A (argmax of counts); an independent n draw gives k_A hits of
@@ -67,24 +70,38 @@ class Smoothed:
         >= 1 - alpha the answer is not wrong (Cohen et al. 2019, Prop. 2).
         Noise is a function of (seed, input_index, sample index): the same arguments give the same
         certificate.
+
+        Sequential modes (certify.smoothing.sequential; the same alpha guarantee, whatever the
+        stopping time; samples drawn in looks on `schedule`, default 100 then x2):
+        - target_radius=r: is the input certified at radius r? Stops as soon as the answer is
+          settled, using at most max_samples (default n) estimation samples; returns a
+          SequentialResult (certified, radius = r where certified, num_samples used).
+        - sequential=True: CERTIFY with budget n that stops once the certified radius cannot grow
+          by more than `tolerance` (default 0.05 x the noise scale) within the budget. The radius
+          returned is certified at level alpha; the tolerance only decides when to stop.
         """
         x = _checks.input_tensor("x", x, self.input_shape, batched=False)
         input_index = _checks.index("input_index", input_index)
         result = self.certify_batch(
             x.unsqueeze(0), n0=n0, n=n, alpha=alpha, batch_size=batch_size, seed=seed,
-            start_index=input_index, progress=progress,
+            start_index=input_index, progress=progress, target_radius=target_radius, max_samples=max_samples,
+            sequential=sequential, tolerance=tolerance, schedule=schedule,
         )
         return result[0]
 
     def certify_batch(
         self, xs, n0: int = 100, n: int = 100_000, alpha: float = 0.001, batch_size: int = 1_000,
         seed: int = 0, *, start_index: int = 0, progress: Progress | None = None,
-    ) -> SmoothingResults:
+        target_radius: float | None = None, max_samples: int | None = None, sequential: bool = False,
+        tolerance: float | None = None, schedule: Schedule | None = None,
+    ) -> SmoothingResults | SequentialResults:
         """CERTIFY for each input of xs (first dimension = inputs), independently.
 
         Input i uses noise input index start_index + i, so a dataset certified in chunks gives the
         same certificates as in one call. Model batches are filled across inputs.
-        progress(done, total) is called after each model batch (samples of both draws).
+        progress(done, total) is called after each model batch (samples of both draws; for the
+        sequential modes `total` is the most they can draw).
+        target_radius, max_samples, sequential, tolerance, schedule: the sequential modes, as in certify().
         """
         xs = _checks.input_tensor("xs", xs, self.input_shape, batched=True)
         n0 = _checks.positive_int("n0", n0)
@@ -96,6 +113,8 @@ class Smoothed:
         _checks.eval_mode(self.model, SAMPLES_INDEPENDENT)
         _checks.model_dtype(self.model, xs.dtype)
         if self.backend == "torch":
+            if target_radius is not None or sequential:
+                raise ValueError("sequential certification runs on the native backend (backend='native')")
             return reference.certify_batch(
                 self.model, xs, self.num_classes, self.noise, n0, n, alpha, batch_size, seed, start_index
             )
@@ -104,6 +123,10 @@ class Smoothed:
             raise ValueError(f"n0 and n must be <= 2**48, got {max(n0, n)}")
 
         indices = np.arange(start_index, start_index + len(xs), dtype=np.int64)
+        tail_mass = self.noise.tail_mass(xs[0].numel(), "native")
+        if target_radius is not None or sequential:
+            return self._sequential(xs, indices, n0, n, alpha, batch_size, seed, progress, target_radius,
+                                    max_samples, sequential, tolerance, schedule, tail_mass)
         total = len(xs) * (n0 + n)
         tick = None if progress is None else (lambda offset: lambda done, _: progress(offset + done, total))
         selection = count_classes(
@@ -114,8 +137,36 @@ class Smoothed:
             self.model, xs, indices, self.num_classes, self.noise, n, Stream.ESTIMATE, seed, batch_size,
             None if tick is None else tick(len(xs) * n0),
         )
-        return finish_certify(selection, estimation, n0, n, alpha, self.noise,
-                              self.noise.tail_mass(xs[0].numel(), "native"))
+        return finish_certify(selection, estimation, n0, n, alpha, self.noise, tail_mass)
+
+    def _sequential(self, xs, indices, n0, n, alpha, batch_size, seed, progress, target_radius, max_samples,
+                    sequential, tolerance, schedule, tail_mass):
+        if target_radius is not None:
+            if sequential:
+                raise ValueError("give target_radius (is the input certified at r?) or sequential=True "
+                                 "(budgeted radius), not both")
+            target_radius = float(target_radius)
+            if not (np.isfinite(target_radius) and target_radius >= 0):
+                raise ValueError(f"target_radius must be finite and >= 0, got {target_radius}")
+            if tolerance is not None:
+                raise ValueError("tolerance applies to sequential=True only")
+            budget = n if max_samples is None else _checks.positive_int("max_samples", max_samples)
+        else:
+            if max_samples is not None:
+                raise ValueError("max_samples applies to target_radius; with sequential=True the budget is n")
+            budget = n
+            tolerance = 0.05 * self.noise.scale if tolerance is None else float(tolerance)
+            if not (np.isfinite(tolerance) and tolerance >= 0):
+                raise ValueError(f"tolerance must be finite and >= 0, got {tolerance}")
+        if budget > core.MAX_SAMPLE_INDEX:
+            raise ValueError(f"max_samples must be <= 2**48, got {budget}")
+        if schedule is None:
+            schedule = Schedule()
+        elif not isinstance(schedule, Schedule):
+            raise TypeError(f"schedule must be certify.smoothing.Schedule, got {type(schedule).__name__}")
+        return run_sequential(self.model, xs, indices, self.num_classes, self.noise, n0, budget, alpha, batch_size,
+                              seed, schedule, tail_mass, target_radius=target_radius,
+                              tolerance=tolerance or 0.0, progress=progress)
 
     # ------------------------------------------------------------------ PREDICT
     def predict(

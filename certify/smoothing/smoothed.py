@@ -76,9 +76,12 @@ class Smoothed:
         - target_radius=r: is the input certified at radius r? Stops as soon as the answer is
           settled, using at most max_samples (default n) estimation samples; returns a
           SequentialResult (certified, radius = r where certified, num_samples used).
-        - sequential=True: CERTIFY with budget n that stops once the certified radius cannot grow
-          by more than `tolerance` (default 0.05 x the noise scale) within the budget. The radius
-          returned is certified at level alpha; the tolerance only decides when to stop.
+        - sequential=True: CERTIFY with budget n that stops once the rest of the budget is
+          unlikely to add more than `tolerance` (default 0.1 x the noise scale) to the radius: the
+          radius at n samples, were the hit rate to stay at its current estimate, is within
+          `tolerance` of the radius now. The radius returned is certified at level alpha (for the
+          look it stopped at, by the union bound over looks); the tolerance only decides when to
+          stop and promises nothing about the radius a full run would have given.
         """
         x = _checks.input_tensor("x", x, self.input_shape, batched=False)
         input_index = _checks.index("input_index", input_index)
@@ -155,7 +158,7 @@ class Smoothed:
             if max_samples is not None:
                 raise ValueError("max_samples applies to target_radius; with sequential=True the budget is n")
             budget = n
-            tolerance = 0.05 * self.noise.scale if tolerance is None else float(tolerance)
+            tolerance = 0.1 * self.noise.scale if tolerance is None else float(tolerance)
             if not (np.isfinite(tolerance) and tolerance >= 0):
                 raise ValueError(f"tolerance must be finite and >= 0, got {tolerance}")
         if budget > core.MAX_SAMPLE_INDEX:

@@ -62,12 +62,11 @@ Look budget_look(NoiseKind kind, double scale, uint64_t k, uint64_t n, uint64_t 
   const SmoothingBound now = smoothing_bound(kind, scale, k, n, alpha_look, tail_mass);
   const Decision stop = now.p_lower > 0.5 ? Decision::kCertified : Decision::kNotCertified;
   if (last) return {stop, now.p_lower, now.radius};
-  double q_upper;
-  clopper_pearson_upper(k, n, alpha_look, &q_upper);
-  // Hits at the final look if its rate were today's upper bound: the best the budget can plausibly buy.
-  const double best_rate = 1.0 - q_upper;
-  const auto best_k = static_cast<uint64_t>(std::min(static_cast<double>(n_max), std::floor(best_rate * n_max)));
-  const SmoothingBound best = smoothing_bound(kind, scale, best_k, n_max, alpha_look, tail_mass);
+  // Hits at the final look if the hit rate stayed at today's estimate k / n: the radius the
+  // budget would most likely buy.
+  const auto final_k = static_cast<uint64_t>(
+      std::min(static_cast<double>(n_max), std::floor(static_cast<double>(k) / static_cast<double>(n) * n_max)));
+  const SmoothingBound best = smoothing_bound(kind, scale, final_k, n_max, alpha_look, tail_mass);
   if (best.radius - now.radius <= tolerance) return {stop, now.p_lower, now.radius};
   return {Decision::kContinue, now.p_lower, now.radius};
 }

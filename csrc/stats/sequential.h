@@ -41,10 +41,11 @@ Look target_radius_look(NoiseKind kind, double scale, uint64_t k, uint64_t n, do
                         double target, bool last);
 
 // Budgeted sequential CERTIFY (no target radius): the certified radius at this look, and stop
-// when it cannot grow by more than `tolerance` within the budget n_max: the radius that the
-// final look would give if the hit rate there equalled today's upper Clopper-Pearson bound is
-// within `tolerance` of today's. The radius reported is certified at level alpha (union bound);
-// the tolerance is a stopping rule, not a guarantee about the radius a full run would give.
+// when the budget is unlikely to buy more than `tolerance` of radius: the radius the final look
+// (n_max samples, level alpha_look) would give if the hit rate stayed at today's k / n is within
+// `tolerance` of today's. The radius reported is certified at level alpha (union bound); the
+// tolerance is a stopping rule, not a guarantee about the radius a full run would give. With
+// every sample a hit the radius keeps growing with n (like log n), so such inputs use the budget.
 Look budget_look(NoiseKind kind, double scale, uint64_t k, uint64_t n, uint64_t n_max, double alpha_look,
                  double tail_mass, double tolerance, bool last);
 

@@ -8,6 +8,8 @@ An input both verified and attacked would prove a bound wrong: runs check that i
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 
 from certify.bounds.reference import to_f32_down, to_f32_up
@@ -16,23 +18,27 @@ __all__ = ["pgd"]
 
 
 def pgd(model, x: torch.Tensor, labels: torch.Tensor, eps: float, norm: str = "linf", *, domain=None,
-        steps: int = 50, restarts: int = 2, seed: int = 0) -> torch.Tensor:
+        steps: int = 50, restarts: int = 2, seed: int = 0, indices=None) -> torch.Tensor:
     """True per input where PGD found x' with ||x' - x|| <= eps (and x' in the domain box, l_inf)
     on which the model's top class is not the label. x: (B, *shape) float32; labels: (B,).
 
     Loss: the largest other logit minus the label's (Carlini-Wagner margin). Steps of 2.5 eps /
-    steps (sign of the gradient for l_inf, the normalised gradient for l2), random starts."""
+    steps (sign of the gradient for l_inf, the normalised gradient for l2), random starts drawn
+    per input from (seed, indices[i], restart), so an input's attack does not depend on the
+    others in its batch (indices default to 0..B-1)."""
     x = x.float()
     lower, upper = _box(x, eps, norm, domain)
-    generator = torch.Generator().manual_seed(seed)
+    indices = list(range(len(x))) if indices is None else [int(i) for i in indices]
     found = _misclassified(model, x, labels)
     step = 2.5 * eps / steps
-    for _ in range(restarts):
+    for restart in range(restarts):
         todo = ~found
         if not bool(todo.any()):
             break
         xs, ys, lo, hi = x[todo], labels[todo], lower[todo], upper[todo]
-        start = lo + (hi - lo) * torch.rand(xs.shape, generator=generator)
+        start = lo + (hi - lo) * torch.stack([
+            torch.rand(xs.shape[1:], generator=torch.Generator().manual_seed(_start_seed(seed, indices[j], restart)))
+            for j in todo.nonzero().flatten().tolist()])
         adv = _project(start, xs, lo, hi, eps, norm)
         for _ in range(steps):
             adv.requires_grad_(True)
@@ -48,6 +54,10 @@ def pgd(model, x: torch.Tensor, labels: torch.Tensor, eps: float, norm: str = "l
         hit = _misclassified(model, adv, ys) & _inside(adv, xs, lo, hi, eps, norm)
         found[todo.nonzero().squeeze(1)[hit]] = True
     return found
+
+
+def _start_seed(seed: int, index: int, restart: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}/{index}/{restart}".encode()).digest()[:8], "little")
 
 
 def _box(x, eps, norm, domain):

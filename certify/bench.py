@@ -98,7 +98,8 @@ def measure(name: str, model, input_shape, repeats: int = 5, bounds: bool = True
     return entries
 
 
-def run(model_path=None, input_shape=None, device: str = "cpu", json_path=None, repeats: int = 5) -> dict:
+def run(model_path=None, input_shape=None, device: str = "cpu", json_path=None, repeats: int = 5,
+        trust_code: bool = False) -> dict:
     """Prints the matrix as a table; writes it as JSON when json_path is given."""
     import certify
 
@@ -109,7 +110,7 @@ def run(model_path=None, input_shape=None, device: str = "cpu", json_path=None, 
     if model_path is not None:
         from certify.formats.model_files import load_model
 
-        loaded = load_model(model_path)
+        loaded = load_model(model_path, trust_code=trust_code)
         shape = loaded.input_shape or _shape(input_shape)
         models = {str(model_path): (loaded.module, shape)}
     else:

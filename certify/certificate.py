@@ -11,6 +11,7 @@ a label, a parameter) breaks it.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import math
 import os
@@ -183,13 +184,40 @@ def _public_key_raw(path: Path) -> bytes:
 
 # ---------------------------------------------------------------------------- checking
 def load(path: Path) -> dict:
+    """The certificate in `path`. Refused: duplicate keys (a signature covers one reading of the
+    file, and another reader could take the other value), NaN, infinities and numbers that
+    overflow to them."""
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            cert = json.load(f, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
     except FileNotFoundError as exc:
         raise ValueError(f"certificate {path} does not exist") from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path} is not a JSON certificate: {exc}") from exc
+    _finite(cert, path)
+    return cert
+
+
+def _unique_keys(pairs):
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"the certificate repeats the key {next(k for k in keys if keys.count(k) > 1)!r}")
+    return dict(pairs)
+
+
+def _no_constant(name):
+    raise ValueError(f"the certificate contains {name}, which JSON certificates may not hold")
+
+
+def _finite(value, path) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{path} holds a number too large for a double")
+    if isinstance(value, dict):
+        for item in value.values():
+            _finite(item, path)
+    elif isinstance(value, list):
+        for item in value:
+            _finite(item, path)
 
 
 def schema() -> dict:
@@ -223,13 +251,56 @@ def check(cert: dict, public_key: Path | None = None) -> list[tuple[str, bool, s
         return results
     results.append(("schema", True, SCHEMA_ID))
     results.append(_check_signature(cert, public_key))
+    results.append(_check_coverage(cert))
     if cert["method"]["family"] == "smoothing":
         results.append(_check_smoothing_rows(cert))
+    else:
+        results.append(_check_bounds_rows(cert))
     expected = summarize(cert["method"], cert["results"], [c["radius"] for c in cert["summary"]["certified_accuracy"]])
-    differ = sorted(k for k in expected if expected[k] != cert["summary"].get(k))
+    differ = sorted(k for k in expected.keys() | cert["summary"].keys() if expected.get(k) != cert["summary"].get(k))
     results.append(("summary", not differ, "recomputed from the rows" if not differ else
                     f"does not match the rows: {', '.join(differ)}"))
     return results
+
+
+def _check_coverage(cert: dict) -> tuple[str, bool, str]:
+    """One row per certified input, in order, each consistent with itself, and the stated guarantee
+    exactly the method's: rows dropped, duplicated or relabelled are caught here."""
+    data = cert["data"]
+    count = data["num_inputs"] if data.get("limit") is None else min(data["limit"], data["num_inputs"])
+    indices = [r["index"] for r in cert["results"]]
+    if indices != list(range(count)):
+        return ("coverage", False, f"the rows must be inputs 0..{count - 1} in order, one each; "
+                                   f"got {len(indices)} rows" + ("" if len(indices) != count else " out of order"))
+    wrong = [r["index"] for r in cert["results"] if r["correct"] != (r["prediction"] == r["label"])]
+    if wrong:
+        return ("coverage", False, f"'correct' does not equal prediction == label for input {wrong[0]}")
+    if cert["guarantee"] != guarantee(cert["method"]):
+        return ("coverage", False, "the guarantee's text is not the one this method proves")
+    return ("coverage", True, f"{count} rows, inputs 0..{count - 1} in order; guarantee matches the method")
+
+
+def _check_bounds_rows(cert: dict) -> tuple[str, bool, str]:
+    """What a bounds row can claim: the radius its procedure gives, no verified input broken by
+    the attack, a positive margin where verified."""
+    m = cert["method"]
+    for row in cert["results"]:
+        i = row["index"]
+        if m["procedure"] == "verify":
+            if row["radius"] != (m["eps"] if row["verified"] else 0.0):
+                return ("rows", False, f"input {i}: radius {row['radius']} is not eps = {m['eps']} (verified) or 0")
+            if row["verified"] and row.get("margin", 1.0) <= 0:
+                return ("rows", False, f"input {i}: verified with a margin bound <= 0")
+        elif not 0.0 <= row["radius"] <= m["max_eps"] or row["verified"] != (row["radius"] > 0):
+            return ("rows", False, f"input {i}: radius {row['radius']} outside (0, max_eps = {m['max_eps']}] "
+                                   "or not matching its verified flag")
+        if row["verified"] and row["attacked"]:
+            return ("rows", False, f"input {i}: verified, yet the attack broke it")
+        if row["verified"] and not row["correct"]:
+            return ("rows", False, f"input {i}: verified but its prediction is not the label")
+        if (m["attack"] is None) != (row["attacked"] is None):
+            return ("rows", False, f"input {i}: 'attacked' does not match whether an attack was run")
+    return ("rows", True, f"{len(cert['results'])} rows consistent with the method")
 
 
 def _check_signature(cert: dict, public_key: Path | None) -> tuple[str, bool, str]:
@@ -241,16 +312,22 @@ def _check_signature(cert: dict, public_key: Path | None) -> tuple[str, bool, st
         if public_key is not None:
             return ("signature", False, "the certificate is not signed, but --public-key asks for a signature")
         return ("signature", True, "unsigned: the certificate's integrity rests on the recomputations below only")
-    embedded = base64.b64decode(signature["public_key"])
+    try:
+        embedded = base64.b64decode(signature["public_key"], validate=True)
+        value = base64.b64decode(signature["value"], validate=True)
+    except ValueError:  # binascii.Error
+        return ("signature", False, "INVALID: the signature or its key is not valid base64")
     if public_key is not None and _public_key_raw(public_key) != embedded:
         return ("signature", False, f"signed with a different key than {public_key}")
     try:
-        Ed25519PublicKey.from_public_bytes(embedded).verify(base64.b64decode(signature["value"]), canonical_bytes(cert))
+        Ed25519PublicKey.from_public_bytes(embedded).verify(value, canonical_bytes(cert))
     except (InvalidSignature, ValueError):
         return ("signature", False, "INVALID: the certificate was changed after signing (or the signature is damaged)")
-    who = f"the key in {public_key}" if public_key is not None else "its embedded public key (pass --public-key to " \
-                                                                     "check who signed)"
-    return ("signature", True, f"valid Ed25519 signature by {who}")
+    if public_key is not None:
+        return ("signature", True, f"valid Ed25519 signature by the key in {public_key}")
+    fingerprint = hashlib.sha256(embedded).hexdigest()[:16]
+    return ("signature", True, f"valid Ed25519 signature by an unpinned key (SHA-256 {fingerprint}...): anyone can "
+                               "sign; pass --public-key with the signer's key to check who signed")
 
 
 def _check_smoothing_rows(cert: dict) -> tuple[str, bool, str]:

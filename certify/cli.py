@@ -28,7 +28,8 @@ class Failure(click.ClickException):
 
 def _errors_to_exit_codes(command):
     """ValueError (and its subclasses: model, data, run-store and unsupported-model errors) from
-    the library is the user's input: exit 2 with its message. Anything else: exit 1."""
+    the library is the user's input: exit 2 with its message. Anything else (TypeError included:
+    the CLI converts every argument, so one would be a bug): exit 1."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -36,7 +37,7 @@ def _errors_to_exit_codes(command):
             return command(*args, **kwargs)
         except click.ClickException:
             raise
-        except (ValueError, TypeError, FileExistsError) as exc:
+        except (ValueError, FileExistsError) as exc:
             raise BadInput(str(exc)) from exc
         except KeyboardInterrupt:
             click.echo("\ninterrupted: finished inputs are stored; run the same command with --resume to continue",
@@ -87,12 +88,19 @@ def main():
 
 
 # ---------------------------------------------------------------------------- common options
+_trust_option = click.option(
+    "--trust-model-code", "trust_code", is_flag=True,
+    help="Allow torch.export (.pt2) and TorchScript models: loading them runs code stored in the file. "
+         "ONNX and state dicts never need this.")
+
+
 def _model_data_options(command):
     options = [
         click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
                      help="Model file: ONNX (.onnx), torch.export (.pt2), TorchScript, or a state dict (with --arch)."),
         click.option("--arch", default=None,
                      help="For a state dict: package.module:function returning the (untrained) model."),
+        _trust_option,
         click.option("--data", "data_spec", required=True,
                      help="Inputs and labels: an .npz file (keys x and y), an .npy file of inputs (with --labels), "
                           "or 'digits' for the bundled 8x8 digits test set."),
@@ -147,8 +155,8 @@ def _finish(cert: dict, out: Path, quiet: bool) -> None:
 @click.option("--radii", callback=_radii, default=None,
               help="Comma-separated radii for the certified-accuracy table (default 0,0.25,...,3).")
 @_errors_to_exit_codes
-def smooth(model_path, arch, data_spec, labels, limit, out, resume, sign_key, quiet, sigma, noise, n0, n, alpha,
-           batch_size, seed, backend, radii):
+def smooth(model_path, arch, trust_code, data_spec, labels, limit, out, resume, sign_key, quiet, sigma, noise, n0, n,
+           alpha, batch_size, seed, backend, radii):
     """Randomized smoothing: CERTIFY (Cohen et al. 2019) for every input.
 
     Each input gets the smoothed classifier's prediction (-1 = abstain) and a radius: with
@@ -156,7 +164,7 @@ def smooth(model_path, arch, data_spec, labels, limit, out, resume, sign_key, qu
     """
     from certify.runs import run
 
-    inputs = run.prepare(model_path, data_spec, arch=arch, labels=labels, limit=limit)
+    inputs = run.prepare(model_path, data_spec, arch=arch, labels=labels, limit=limit, trust_code=trust_code)
     method = smoothing_method(noise, sigma, n0, n, alpha, batch_size, seed, backend)
     _announce(quiet, inputs, f"smoothing: {noise} noise {sigma}, n0={n0}, n={n:,}, alpha={alpha}, seed={seed}")
     cert = run.execute(out, inputs, method, resume=resume, quiet=quiet, sign_key=sign_key, radii=radii,
@@ -199,8 +207,8 @@ def _announce(quiet: bool, inputs, what: str) -> None:
 @click.option("--attack-steps", type=click.IntRange(min=1), default=50, show_default=True, help="PGD steps.")
 @click.option("--attack-restarts", type=click.IntRange(min=1), default=2, show_default=True, help="PGD restarts.")
 @_errors_to_exit_codes
-def bounds(model_path, arch, data_spec, labels, limit, out, resume, sign_key, quiet, eps, norm, method, radius_mode,
-           max_eps, tol, domain, attack, attack_steps, attack_restarts):
+def bounds(model_path, arch, trust_code, data_spec, labels, limit, out, resume, sign_key, quiet, eps, norm, method,
+           radius_mode, max_eps, tol, domain, attack, attack_steps, attack_restarts):
     """Bound propagation: verify each input's label on a ball (sound in floating point).
 
     Verified means the label's logit exceeds every other logit everywhere in the ball, proven in
@@ -212,7 +220,7 @@ def bounds(model_path, arch, data_spec, labels, limit, out, resume, sign_key, qu
         raise BadInput("give either --eps (verify) or --radius (largest certified eps), not both or neither")
     if domain is not None and norm != "linf":
         raise BadInput("--domain applies to --norm linf only")
-    inputs = run.prepare(model_path, data_spec, arch=arch, labels=labels, limit=limit)
+    inputs = run.prepare(model_path, data_spec, arch=arch, labels=labels, limit=limit, trust_code=trust_code)
     method_ = bounds_method(method, norm, eps, max_eps if radius_mode else None, tol if radius_mode else None, domain,
                             {"name": "pgd", "eps": eps, "steps": attack_steps, "restarts": attack_restarts, "seed": 0}
                             if attack and not radius_mode else None)
@@ -331,8 +339,11 @@ def keygen(out, name):
 @click.option("--model", "model_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Model file for --audit (default: the path in the certificate).")
 @click.option("--data", "data_spec", default=None, help="Data for --audit (default: the path in the certificate).")
+@click.option("--arch", default=None,
+              help="For --audit of a state-dict model: the architecture (never taken from the certificate).")
+@_trust_option
 @_errors_to_exit_codes
-def verify_certificate(cert_path, public_key, audit, model_path, data_spec):
+def verify_certificate(cert_path, public_key, audit, model_path, data_spec, arch, trust_code):
     """Check a certificate: schema, signature, rows and summary recomputed; optionally re-certify.
 
     Exit 0 when every check passes, 1 when any fails.
@@ -343,7 +354,7 @@ def verify_certificate(cert_path, public_key, audit, model_path, data_spec):
     cert = certificate.load(cert_path)
     checks = certificate.check(cert, public_key)
     if audit and all(ok for _, ok, _ in checks):
-        checks += audit_certificate(cert, cert_path, audit, model_path, data_spec)
+        checks += audit_certificate(cert, cert_path, audit, model_path, data_spec, arch=arch, trust_code=trust_code)
     for name, ok, detail in checks:
         click.echo(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}")
     if not all(ok for _, ok, _ in checks):
@@ -379,12 +390,13 @@ def demo(out, inputs, n, quiet):
               help="Also write the results as JSON (to compare machines).")
 @click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
               help="Timed repetitions per entry (medians are reported).")
+@_trust_option
 @_errors_to_exit_codes
-def bench(model_path, input_shape, device, json_path, repeats):
+def bench(model_path, input_shape, device, json_path, repeats, trust_code):
     """Time the standard matrix: native core against the plain-PyTorch twin, in one process."""
     from certify import bench as bench_module
 
-    bench_module.run(model_path, input_shape, device, json_path, repeats)
+    bench_module.run(model_path, input_shape, device, json_path, repeats, trust_code=trust_code)
 
 
 if __name__ == "__main__":  # pragma: no cover

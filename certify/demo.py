@@ -10,11 +10,13 @@ On scikit-learn's 8x8 digits with two demo models of certify.models (trained at 
 
 from __future__ import annotations
 
+import json
 import shlex
 import time
 from pathlib import Path
 
 from certify import models
+from certify._files import write_text_atomic
 from certify.formats.data_files import save_npz
 from certify.formats.onnx_import import export_onnx
 from certify.runs import run
@@ -22,6 +24,7 @@ from certify.runs.store import STORE_NAME
 
 SMOOTHING_MODEL, BOUNDS_MODEL = "noise-0.25", "ibp-0.1"
 SIGMA, ALPHA, BOUNDS_EPS = 0.25, 0.001, 0.1
+SETTINGS = "demo.json"  # the demo's own settings, so a rerun resumes instead of overwriting
 
 
 def run_demo(out: Path, num_inputs: int = 100, n: int = 10_000, quiet: bool = False) -> dict:
@@ -33,18 +36,21 @@ def run_demo(out: Path, num_inputs: int = 100, n: int = 10_000, quiet: bool = Fa
             print(*lines, sep="\n", flush=True)
 
     out = Path(out)
-    (out / "models").mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    files = {}
-    for name in (SMOOTHING_MODEL, BOUNDS_MODEL):
-        files[name] = out / "models" / f"digits-{name}.onnx"
-        export_onnx(models.load(name), (1, 8, 8), files[name])
-    _, _, test_x, test_y = models.digits()
+    files = {name: out / "models" / f"digits-{name}.onnx" for name in (SMOOTHING_MODEL, BOUNDS_MODEL)}
     data = out / "digits-test.npz"
-    save_npz(data, test_x[:num_inputs], test_y[:num_inputs])
-    say(f"demo models {SMOOTHING_MODEL} (CNN trained with Gaussian noise) and {BOUNDS_MODEL} (IBP-trained CNN) "
-        f"written as ONNX to {out / 'models'} ({time.perf_counter() - start:.1f} s); {num_inputs} test digits "
-        f"written to {data}", "")
+    if _reuse(out, {"inputs": num_inputs, "n": n}):
+        say(f"resuming the demo in {out} (its models, data and finished inputs are kept)", "")
+    else:
+        start = time.perf_counter()
+        (out / "models").mkdir(parents=True, exist_ok=True)
+        for name, path in files.items():
+            export_onnx(models.load(name), (1, 8, 8), path)
+        _, _, test_x, test_y = models.digits()
+        save_npz(data, test_x[:num_inputs], test_y[:num_inputs])
+        write_text_atomic(out / SETTINGS, json.dumps({"inputs": num_inputs, "n": n}) + "\n")
+        say(f"demo models {SMOOTHING_MODEL} (CNN trained with Gaussian noise) and {BOUNDS_MODEL} (IBP-trained CNN) "
+            f"written as ONNX to {out / 'models'} ({time.perf_counter() - start:.1f} s); {num_inputs} test digits "
+            f"written to {data}", "")
 
     parts = {
         "smooth": (files[SMOOTHING_MODEL], smoothing_method("gaussian", SIGMA, 100, n, ALPHA, 10_000, 0, "native"),
@@ -76,6 +82,20 @@ def run_demo(out: Path, num_inputs: int = 100, n: int = 10_000, quiet: bool = Fa
     say("reproduce each part (or point --model / --data at your own files):", *[f"  {c}" for c in commands])
     say(f"check a certificate: certify verify-certificate {out / 'smooth' / run.CERTIFICATE_NAME} --audit 5")
     return certificates
+
+
+def _reuse(out: Path, settings: dict) -> bool:
+    """True when `out` holds a demo with these settings (rerun: resume it); False when it is new
+    or empty; ValueError, before anything is written, when it holds something else."""
+    if not out.exists() or not any(out.iterdir()):
+        return False
+    try:
+        previous = json.loads((out / SETTINGS).read_text())
+    except (OSError, ValueError):
+        raise ValueError(f"{out} exists and does not hold a certify demo; choose another --out") from None
+    if previous != settings:
+        raise ValueError(f"{out} holds a demo run with other settings ({previous}); choose another --out")
+    return True
 
 
 def _describe(method: dict) -> str:

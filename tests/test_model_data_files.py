@@ -40,8 +40,8 @@ def test_every_format_gives_the_same_function(tmp_path):
     sys.path.insert(0, str(tmp_path))
     try:
         loaded = {
-            "torchscript": load_model(tmp_path / "net.ts"),
-            "torch.export": load_model(tmp_path / "net.pt2"),
+            "torchscript": load_model(tmp_path / "net.ts", trust_code=True),
+            "torch.export": load_model(tmp_path / "net.pt2", trust_code=True),
             "state_dict": load_model(tmp_path / "net.pt", arch=factory),
         }
     finally:
@@ -110,7 +110,20 @@ def test_truncated_torchscript_archive(tmp_path):
     data = (tmp_path / "net.ts").read_bytes()
     (tmp_path / "cut.ts").write_bytes(data[: len(data) // 2])
     with pytest.raises(ModelFileError):
-        load_model(tmp_path / "cut.ts")
+        load_model(tmp_path / "cut.ts", trust_code=True)
+
+
+def test_formats_that_run_code_need_trust(tmp_path):
+    """TorchScript and torch.export archives run code from the file while loading: refused unless
+    the user says they trust the file, whatever its name."""
+    save_torchscript(small_net(), tmp_path / "innocent.pt")
+    net = nn.Sequential(nn.Linear(6, 3), nn.Dropout(0.5))  # exported in training mode
+    torch.export.save(torch.export.export(net, (torch.zeros(2, 6),)), tmp_path / "net.pt2")
+    for name in ("innocent.pt", "net.pt2"):
+        with pytest.raises(ModelFileError, match="--trust-model-code"):
+            load_model(tmp_path / name)
+    with pytest.raises(ModelFileError, match="training mode"):
+        load_model(tmp_path / "net.pt2", trust_code=True)
 
 
 def test_missing_model_file(tmp_path):
@@ -153,6 +166,18 @@ def test_bad_data_files(tmp_path, arrays, match):
     np.savez(tmp_path / "d.npz", **arrays)
     with pytest.raises(DataFileError, match=match):
         load_data(tmp_path / "d.npz")
+
+
+def test_labels_file_is_part_of_the_data_hash(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((3, 5), np.float32))
+    np.save(tmp_path / "y.npy", np.array([0, 1, 2]))
+    before = load_data(tmp_path / "x.npy", labels=tmp_path / "y.npy").sha256
+    np.save(tmp_path / "y.npy", np.array([0, 1, 1]))
+    assert load_data(tmp_path / "x.npy", labels=tmp_path / "y.npy").sha256 != before
+    np.savez(tmp_path / "archive.npz", x=np.zeros((3, 5), np.float32))
+    (tmp_path / "archive.npz").rename(tmp_path / "renamed.npy")
+    with pytest.raises(DataFileError, match="not a plain .npy"):
+        load_data(tmp_path / "renamed.npy", labels=tmp_path / "y.npy")
 
 
 def test_object_arrays_are_not_unpickled(tmp_path):

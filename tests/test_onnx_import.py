@@ -434,7 +434,18 @@ def batch_changing_reshape(path):
     return save(onnx_model([node], ["N", 6], {"shape": np.array([-1, 3])}), path)
 
 
+def mixed_rank_add(path):
+    """(N, 1, 8) + (N, 8): ONNX broadcasts within a sample (to (1, 8) each); torch would pair the
+    batch axis of the second with axis 1 of the first and mix samples."""
+    nodes = [helper.make_node("Reshape", ["x", "flat_shape"], ["flat"], name="flatten_it"),
+             helper.make_node("Reshape", ["flat", "row_shape"], ["rows"], name="to_rows"),
+             helper.make_node("Add", ["rows", "flat"], ["y"], name="mixed_add")]
+    inits = {"flat_shape": np.array([-1, 8]), "row_shape": np.array([-1, 1, 8])}
+    return save(onnx_model(nodes, ["N", 2, 4], inits, output_rank=3), path)
+
+
 @pytest.mark.parametrize("write,expected", [
+    (mixed_rank_add, r"'mixed_add' \(Add\): arithmetic on two computed values of different rank"),
     (lstm_model, r"'encoder_lstm' uses operator LSTM"),
     (gather_model, r"'pick_features' \(Gather\): Gather of values computed from the input"),
     (two_inputs, r"takes 2 inputs \(x, z\)"),
@@ -444,7 +455,7 @@ def batch_changing_reshape(path):
     (conv_with(pads=[0, 0, 1, 1]), r"'odd_conv' \(Conv\): pads \[0, 0, 1, 1\]"),
     (conv_with(auto_pad="SAME_UPPER"), r"'odd_conv' \(Conv\): auto_pad=SAME_UPPER"),
     (batch_changing_reshape, r"'reshape_pairs' \(Reshape\): target shape \[-1, 3\] does not map one sample"),
-], ids=["lstm", "gather", "two-inputs", "float64-input", "float64-weights", "inexact-alpha",
+], ids=["mixed-rank-add", "lstm", "gather", "two-inputs", "float64-input", "float64-weights", "inexact-alpha",
         "asymmetric-pads", "auto-pad-same", "batch-changing-reshape"])
 def test_unsupported_models_are_refused_naming_the_operation(write, expected, tmp_path):
     path = write(tmp_path / "model.onnx")

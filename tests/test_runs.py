@@ -4,6 +4,7 @@ import copy
 import json
 
 import pytest
+import torch
 from run_files import make_files
 
 from certify import certificate
@@ -189,3 +190,124 @@ def test_bounds_certificate_has_attack_beside_proof(files, tmp_path):
         assert not (row["verified"] and row["attacked"])
         assert row["radius"] == (0.05 if row["verified"] else 0.0)
     assert "no failure probability" in cert["guarantee"]
+
+
+# ---------------------------------------------------------------------------- review regressions
+def test_forged_certificates_are_caught(smoothing_certificate):
+    """Forgeries that keep the summary consistent with the rows (recomputed with summarize)."""
+    cert, _ = smoothing_certificate
+    radii = [c["radius"] for c in cert["summary"]["certified_accuracy"]]
+
+    def forge(edit):
+        forged = copy.deepcopy(cert)
+        edit(forged)
+        forged["summary"] = certificate.summarize(forged["method"], forged["results"], radii)
+        return failed(certificate.check(forged))
+
+    wrong = next(r["index"] for r in cert["results"] if r["prediction"] != r["label"])
+
+    def mark_correct(c):
+        c["results"][wrong]["correct"] = True
+
+    def drop_wrong(c):
+        c["results"] = [r for r in c["results"] if r["correct"]]
+
+    def duplicate(c):
+        c["results"][wrong] = copy.deepcopy(c["results"][wrong + 1])
+
+    def guarantee_text(c):
+        c["guarantee"] = c["guarantee"].replace("1 - α", "1 - α²")
+
+    for edit in (mark_correct, drop_wrong, duplicate, guarantee_text):
+        assert "coverage" in forge(edit), edit.__name__
+
+
+def test_forged_bounds_rows_are_caught(files, tmp_path):
+    cert = run.execute(tmp_path / "b", run.prepare(*files), BOUNDS, quiet=True)
+    radii = [c["radius"] for c in cert["summary"]["certified_accuracy"]]
+    verified = next(i for i, r in enumerate(cert["results"]) if r["verified"])
+    attacked = next(i for i, r in enumerate(cert["results"]) if r["attacked"])
+    for field, index, value in (("radius", verified, 5.0), ("verified", attacked, True)):
+        forged = copy.deepcopy(cert)
+        forged["results"][index][field] = value
+        forged["summary"] = certificate.summarize(forged["method"], forged["results"], radii)
+        assert "rows" in failed(certificate.check(forged)), field
+
+
+@pytest.mark.parametrize("text,match", [
+    ('{"a": 1, "a": 2}', "repeats the key"),
+    ('{"a": NaN}', "NaN"),
+    ('{"a": 1e400}', "too large"),
+])
+def test_certificate_files_with_json_tricks_are_refused(tmp_path, text, match):
+    (tmp_path / "c.json").write_text(text)
+    with pytest.raises(ValueError, match=match):
+        certificate.load(tmp_path / "c.json")
+
+
+def test_unpinned_signature_is_reported_as_such(smoothing_certificate, tmp_path):
+    cert, _ = smoothing_certificate
+    private, _ = certificate.keygen(tmp_path / "k")
+    detail = dict((name, text) for name, _, text in certificate.check(certificate.sign(cert, private)))
+    assert "unpinned key" in detail["signature"]
+    damaged = certificate.sign(cert, private)
+    damaged["signature"]["public_key"] = "***"
+    assert failed(certificate.check(damaged)) == {"signature"}
+
+
+def test_audit_never_imports_the_certificates_arch(files, tmp_path):
+    cert = copy.deepcopy(run.execute(tmp_path / "r", run.prepare(*files, limit=2), SMOOTH, quiet=True))
+    cert["model"]["format"], cert["model"]["arch"] = "state_dict", "os:getcwd"
+    checks = audit_certificate(cert, tmp_path / "r" / run.CERTIFICATE_NAME, 1)
+    assert failed(checks) == {"audit"}
+    assert "pass --arch" in checks[-1][2]
+
+
+def test_attack_does_not_depend_on_the_batch(files):
+    from certify.attack import pgd
+    from certify.formats.data_files import load_data
+    from certify.formats.model_files import load_model
+
+    model, data = load_model(files[0]).module, load_data(files[1])
+    together = pgd(model, data.x, data.y, 0.2, steps=10, restarts=2, indices=range(12))
+    alone = torch.cat([pgd(model, data.x[i:i + 1], data.y[i:i + 1], 0.2, steps=10, restarts=2, indices=[i])
+                       for i in range(12)])
+    assert together.tolist() == alone.tolist()
+    assert 0 < int(together.sum()) < 12
+
+
+def test_more_review_regressions(files, tmp_path):
+    model, data = files
+    # inputs outside the domain: refused before any run folder exists
+    with pytest.raises(ValueError, match="outside the domain"):
+        run.execute(tmp_path / "d", run.prepare(model, data), dict(BOUNDS, domain=[0.0, 0.5]), quiet=True)
+    assert not (tmp_path / "d").exists()
+    # one input
+    one = run.execute(tmp_path / "one", run.prepare(model, data, limit=1), SMOOTH, quiet=True)
+    assert len(one["results"]) == 1
+    # a store whose creation crashed is replaced; a different batch size resumes
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "run.sqlite.creating").write_bytes(b"half")
+    inputs = run.prepare(model, data, limit=3)
+    first = run.execute(tmp_path / "c", inputs, SMOOTH, quiet=True)
+    again = run.execute(tmp_path / "c", inputs, dict(SMOOTH, batch_size=37), resume=True, quiet=True)
+    assert without_times(again["results"]) == without_times(first["results"])
+    # a garbage store is a clear error
+    (tmp_path / "g").mkdir()
+    (tmp_path / "g" / "run.sqlite").write_bytes(b"not sqlite at all" * 100)
+    with pytest.raises(RunStoreError, match="not a certify run store"):
+        RunStore.load(tmp_path / "g").rows()
+
+
+def test_demo_refuses_a_folder_with_other_settings(tmp_path):
+    from certify.demo import run_demo
+
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "demo.json").write_text(json.dumps({"inputs": 5, "n": 100}))
+    with pytest.raises(ValueError, match="other settings"):
+        run_demo(tmp_path / "demo", num_inputs=4, n=100, quiet=True)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "mine.txt").write_text("keep")
+    with pytest.raises(ValueError, match="does not hold a certify demo"):
+        run_demo(tmp_path / "other", num_inputs=4, n=100, quiet=True)
+    assert sorted(p.name for p in (tmp_path / "other").iterdir()) == ["mine.txt"]

@@ -29,7 +29,8 @@ class Dataset:
     x: torch.Tensor  # (N, *input_shape) float32
     y: torch.Tensor  # (N,) int64
     path: str  # the file as given, or "digits"
-    sha256: str  # of the file's bytes; for the bundled digits, of the float32 inputs and int64 labels
+    sha256: str  # of the file's bytes (.npy with labels: the inputs file's bytes, then the labels file's);
+    # for the bundled digits, of the float32 inputs and int64 labels
 
     def __len__(self) -> int:
         return len(self.x)
@@ -65,7 +66,8 @@ def load_data(spec, labels=None) -> Dataset:
         x, y = _read(path), _read(Path(labels))
     else:
         raise DataFileError(f"data file {path} must be .npz (inputs and labels) or .npy (inputs, with --labels)")
-    return Dataset(_inputs(x, path), _labels(y, len(x), path), str(spec), sha256_file(path))
+    files = [path] if labels is None else [path, Path(labels)]
+    return Dataset(_inputs(x, path), _labels(y, len(x), path), str(spec), sha256_file(*files))
 
 
 def save_npz(path: Path, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -81,7 +83,13 @@ def _read(path: Path):
         raise DataFileError(f"data file {path} does not exist")
     try:
         loaded = np.load(path, allow_pickle=False)
-        return dict(loaded.items()) if isinstance(loaded, np.lib.npyio.NpzFile) else loaded
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            if path.suffix != ".npz":
+                raise DataFileError(f"{path} is an .npz archive, not a plain .npy array; name it .npz")
+            return dict(loaded.items())
+        return loaded
+    except DataFileError:
+        raise
     except ValueError as exc:  # numpy's message for an object array without allow_pickle
         if "pickle" in str(exc).lower():
             raise DataFileError(f"{path} holds Python objects (a pickled array); certify reads numeric arrays only") \

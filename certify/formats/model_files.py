@@ -3,15 +3,18 @@
 Formats, told apart by content (not only by the file name):
 - ONNX (`.onnx`): converted to a torch.fx module of standard layers (certify.formats.onnx_import),
   which both the smoothing sampler and the bound tracer use.
-- torch.export archives (`.pt2`, from torch.export.save): a serialised graph, no pickled code.
-- TorchScript archives (torch.jit.save): TorchScript code and tensors, run by torch's interpreter.
+- torch.export archives (`.pt2`, from torch.export.save) and TorchScript archives (torch.jit.save):
+  these carry code (pickled objects inside .pt2 archives, a scripted __setstate__ in TorchScript)
+  that runs while torch loads them, so they are read only with trust_code=True
+  (`--trust-model-code`): for files you made yourself or trust like a program.
 - State dicts (torch.save(model.state_dict())): read with torch.load(weights_only=True), which
   refuses any pickle that would import or call something other than tensors and containers. A
   state dict holds no architecture: `arch="package.module:factory"` names a Python callable (code
   the user chose to import) that builds the empty model.
 
-A pickle of a whole nn.Module (torch.save(model)) is refused: unpickling it runs code named in the
-file. The error says how to save the model instead.
+ONNX files and state dicts never run code from the file. A pickle of a whole nn.Module
+(torch.save(model)) is refused: unpickling it runs code named in the file. The errors say how to
+save the model instead.
 """
 
 from __future__ import annotations
@@ -43,17 +46,23 @@ class LoadedModel:
     input_shape: tuple[int, ...] | None  # known for ONNX (from the graph); else from the data
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(*paths: Path) -> str:
+    """SHA-256 of the files' bytes, one after the other."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+    for path in paths:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()
 
 
-def load_model(path, arch: str | None = None) -> LoadedModel:
+CODE_FORMATS = ("torch.export", "torchscript")
+
+
+def load_model(path, arch: str | None = None, trust_code: bool = False) -> LoadedModel:
     """The model in `path` (see the module docstring for the formats); ModelFileError if it cannot
-    be read safely. arch: "module:callable" building the architecture, for state dicts only."""
+    be read safely. arch: "module:callable" building the architecture, for state dicts only.
+    trust_code: allow the formats whose loading runs code from the file (torch.export, TorchScript)."""
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"model file {path} does not exist")
@@ -62,6 +71,11 @@ def load_model(path, arch: str | None = None) -> LoadedModel:
     if arch is not None and kind != "state_dict":
         raise ModelFileError(f"--arch applies to state dicts only; {path} is a {kind} file that holds its own "
                              "architecture")
+    if kind in CODE_FORMATS and not trust_code:
+        raise ModelFileError(
+            f"{path} is a {kind} archive: loading one runs code stored in the file, so certify reads it only "
+            "with --trust-model-code (trust_code=True). Export the model to ONNX (torch.onnx.export) or save "
+            "its state dict to load it without running anything from the file")
     input_shape = None
     if kind == "onnx":
         from certify.formats.onnx_import import load_onnx
@@ -75,8 +89,9 @@ def load_model(path, arch: str | None = None) -> LoadedModel:
     else:
         module = _load_state_dict(path, arch)
     if kind == "torch.export":
-        # The program runs the ops captured at export time (export in eval mode); its module
-        # refuses .eval(), so only the flags that certify's training-mode checks read are set.
+        # The graph holds the ops captured at export time (its module refuses .eval()): refuse a
+        # program exported in training mode, then set the flags certify's checks read.
+        _refuse_training_ops(module, path)
         for sub in module.modules():
             sub.training = False
     else:
@@ -120,6 +135,20 @@ def _load_exported(path: Path) -> torch.nn.Module:
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad archive
         raise ModelFileError(f"could not read the torch.export archive {path}: {exc}") from exc
     return program.module()
+
+
+def _refuse_training_ops(module: torch.nn.Module, path: Path) -> None:
+    """Dropout that drops, or batch norm with batch statistics, makes the noisy samples of a batch
+    depend on each other: the counts would not be binomial."""
+    for node in module.graph.nodes:
+        name = str(node.target)
+        training = (("dropout" in name and len(node.args) > 2 and node.args[2] is True)
+                    or ("batch_norm" in name and ("no_training" not in name)
+                        and (name.endswith("_legit.default") or "functional" in name
+                             or (len(node.args) > 5 and node.args[5] is True))))
+        if training:
+            raise ModelFileError(f"{path} was exported in training mode ({name} at '{node.name}'); call "
+                                 "model.eval() before torch.export.export")
 
 
 def _load_torchscript(path: Path) -> torch.nn.Module:

@@ -490,6 +490,11 @@ def _binary(fn):
         if not computed:
             _refuse(node, "arithmetic on the batch size")
         rank = cv.onnx_rank(computed[0])
+        if len(computed) == 2 and cv.onnx_rank(computed[1]) != rank:
+            # ONNX broadcasts within one sample; torch would align the lower-rank value's batch axis
+            # with an inner axis of the other, mixing samples.
+            _refuse(node, f"arithmetic on two computed values of different rank ({rank} and "
+                          f"{cv.onnx_rank(computed[1])})")
         for c in (a, b):
             if not isinstance(c, np.ndarray):
                 continue

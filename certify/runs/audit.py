@@ -3,7 +3,7 @@
 The model and data must hash to the certificate's SHA-256 (a swapped file is caught here), and the
 re-certified rows must agree: exactly for smoothing (the noise of input i is a function of the
 seed, i and the sample index, so the counts are reproducible), and for bound propagation in the
-decision (prediction, verified, radius) with the margin to float rounding.
+decision (prediction, verified, radius, attacked) with the margin to float rounding.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import math
 import secrets
 from pathlib import Path
 
+from certify.formats import DataFileError
 from certify.formats.data_files import BUILTIN_DIGITS, load_data
 from certify.formats.model_files import sha256_file
 from certify.runs.run import make_job, prepare
@@ -19,30 +20,40 @@ from certify.runs.run import make_job, prepare
 __all__ = ["audit_certificate"]
 
 SMOOTHING_FIELDS = ("label", "prediction", "correct", "radius", "p_lower", "counts", "num_samples")
-BOUNDS_FIELDS = ("label", "prediction", "correct", "verified", "radius")
+BOUNDS_FIELDS = ("label", "prediction", "correct", "verified", "radius", "attacked")
 
 
-def audit_certificate(cert: dict, cert_path: Path, count: int, model_path=None, data_spec=None) -> list[tuple]:
-    """[(check, passed, detail)] for the files' hashes and `count` re-certified random inputs."""
+def audit_certificate(cert: dict, cert_path: Path, count: int, model_path=None, data_spec=None, *,
+                      arch: str | None = None, trust_code: bool = False) -> list[tuple]:
+    """[(check, passed, detail)] for the files' hashes and `count` re-certified random inputs.
+
+    Nothing in the certificate decides what code runs: a state dict's architecture comes from
+    `arch` (the auditor's --arch), never from the certificate's record of it, and model formats
+    that run code while loading need the auditor's trust_code."""
     model_file = _locate(model_path or cert["model"]["path"], cert_path)
     data = data_spec or cert["data"]["path"]
     if data != BUILTIN_DIGITS:
         data = str(_locate(data, cert_path))
     labels = cert["data"].get("labels")
     # Hashes first: a file that is not the one certified is reported as such, whatever it holds.
+    # (The model is hashed before it is parsed; data files are read without pickle, so safely.)
+    labels_file = None if labels is None else str(_locate(labels, cert_path))
     checks = []
-    for what, path, want in (("model", model_file, cert["model"]["sha256"]), ("data", data, cert["data"]["sha256"])):
-        if path != BUILTIN_DIGITS and not Path(path).is_file():
-            checks.append((f"{what} file", False, f"{path} not found (pass --{what})"))
-            continue
-        have = load_data(path).sha256 if path == BUILTIN_DIGITS else sha256_file(Path(path))
-        same = have == want
-        checks.append((f"{what} file", same, f"SHA-256 matches ({have[:16]}...)" if same else
-                       f"SHA-256 {have[:16]}... differs from the certificate's {want[:16]}...: not the file certified"))
+    if not Path(model_file).is_file():
+        checks.append(("model file", False, f"{model_file} not found (pass --model)"))
+    else:
+        checks.append(_hash_check("model", sha256_file(Path(model_file)), cert["model"]["sha256"]))
+    try:
+        checks.append(_hash_check("data", load_data(data, labels=labels_file).sha256, cert["data"]["sha256"]))
+    except DataFileError as exc:
+        checks.append(("data file", False, str(exc)))
     if not all(ok for _, ok, _ in checks):
         return checks
-    inputs = prepare(model_file, data, arch=cert["model"].get("arch"),
-                     labels=None if labels is None else str(_locate(labels, cert_path)), limit=cert["data"]["limit"])
+    if cert["model"]["format"] == "state_dict" and arch is None:
+        checks.append(("audit", False, f"the model is a state dict: pass --arch (the certificate names "
+                                       f"{cert['model'].get('arch')!r}; certify does not import code a certificate names)"))
+        return checks
+    inputs = prepare(model_file, data, arch=arch, labels=labels_file, limit=cert["data"]["limit"], trust_code=trust_code)
     rows = cert["results"]
     picked = sorted(secrets.SystemRandom().sample(range(len(rows)), min(count, len(rows))))
     job = make_job(inputs, cert["method"])
@@ -62,6 +73,13 @@ def audit_certificate(cert: dict, cert_path: Path, count: int, model_path=None, 
               f"{len(disagree)} of {len(picked)} re-certified inputs disagree: {'; '.join(disagree[:5])}")
     checks.append(("audit", not disagree, detail))
     return checks
+
+
+def _hash_check(what: str, have: str, want: str) -> tuple[str, bool, str]:
+    if have == want:
+        return (f"{what} file", True, f"SHA-256 matches ({have[:16]}...)")
+    return (f"{what} file", False, f"SHA-256 {have[:16]}... differs from the certificate's {want[:16]}...: "
+                                   "not the file certified")
 
 
 def _locate(path, cert_path: Path) -> Path:

@@ -83,6 +83,14 @@ class BoundsJob:
     samples_per_input = 0
 
     def __init__(self, module, data: Dataset, method: dict):
+        if method["domain"] is not None:  # checked here, before a run folder exists
+            lo, hi = method["domain"]
+            if not lo <= hi:
+                raise ValueError(f"the domain must be LO HI with LO <= HI, got {lo} {hi}")
+            outside = ((data.x < lo) | (data.x > hi)).flatten(1).any(dim=1).nonzero().flatten()
+            if len(outside):
+                raise ValueError(f"input {int(outside[0])} (and {len(outside) - 1} more) lies outside the domain "
+                                 f"[{lo}, {hi}]")
         self.module = module
         self.bounded = certify.BoundedModel(module, data.input_shape)
         self.data = data
@@ -111,7 +119,7 @@ class BoundsJob:
         if m["attack"] is not None:
             a = m["attack"]
             attacked = pgd(self.module, x, labels, a["eps"], m["norm"], domain=domain, steps=a["steps"],
-                           restarts=a["restarts"], seed=a["seed"])
+                           restarts=a["restarts"], seed=a["seed"], indices=indices)
             if m["procedure"] == "verify" and bool((attacked & verified).any()):
                 bad = [indices[i] for i in (attacked & verified).nonzero().flatten().tolist()]
                 raise RuntimeError(f"inputs {bad} were verified and also attacked successfully: a bound is wrong. "
@@ -132,13 +140,14 @@ class BoundsJob:
 
 def num_classes_of(module, data: Dataset) -> int:
     """The model's output width on the data's first input; a clear error for a mismatched shape."""
+    probe = data.x[:2]
     with torch.no_grad():
         try:
-            out = module(data.x[:2])
+            out = module(probe)
         except Exception as exc:  # noqa: BLE001 - whatever the model raises for the wrong shape
             raise ValueError(f"the model does not run on the data's inputs of shape {data.input_shape}: "
                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
-    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 2:
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != len(probe):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"the model must return logits of shape (batch, classes); it returned {shape}")
     if int(data.y.max()) >= out.shape[1]:

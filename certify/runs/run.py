@@ -50,9 +50,11 @@ class Inputs:
         }
 
 
-def prepare(model_path, data_spec, *, arch: str | None = None, labels=None, limit: int | None = None) -> Inputs:
-    """Loads and cross-checks model and data (ValueError subclasses on any mismatch)."""
-    model = load_model(model_path, arch=arch)
+def prepare(model_path, data_spec, *, arch: str | None = None, labels=None, limit: int | None = None,
+            trust_code: bool = False) -> Inputs:
+    """Loads and cross-checks model and data (ValueError subclasses on any mismatch).
+    trust_code: allow model formats whose loading runs code from the file (see load_model)."""
+    model = load_model(model_path, arch=arch, trust_code=trust_code)
     data = load_data(data_spec, labels=labels)
     if model.input_shape is not None and tuple(model.input_shape) != data.input_shape:
         raise ValueError(f"the model takes inputs of shape {tuple(model.input_shape)} but the data's inputs have "
@@ -97,7 +99,7 @@ def execute(folder: Path, inputs: Inputs, method: dict, *, resume: bool = False,
                 progress.add_inputs(len(chunk))
         finally:
             progress.close()
-        cert = certificate.build(config, store.rows(), radii)
+        cert = certificate.build(store.config, store.rows(), radii)  # the settings the run was created with
     finally:
         store.close()
     if sign_key is not None:

@@ -46,12 +46,13 @@ class RunStore:
             store = cls(_connect(path), path)
             store._check_config(config)
             return store
-        if folder.exists() and any(folder.iterdir()):
+        leftover = folder / (STORE_NAME + ".creating")  # from a crash while a store was being created
+        if folder.exists() and any(p != leftover for p in folder.iterdir()):
             raise RunStoreError(f"{folder} exists and is not a run folder (it has no {STORE_NAME}); "
                                 "choose an empty or new --out folder")
         folder.mkdir(parents=True, exist_ok=True)
         # Built under a temporary name and renamed: a crash here leaves no store that looks valid.
-        tmp = folder / (STORE_NAME + ".creating")
+        tmp = leftover
         tmp.unlink(missing_ok=True)
         db = _connect(tmp)
         with db:
@@ -71,9 +72,14 @@ class RunStore:
             raise RunStoreError(f"{folder} is not a run folder: it has no {STORE_NAME}")
         return cls(_connect(path), path)
 
+    # Settings that do not change any row (noise is a function of seed, input and sample): a run
+    # stopped for lack of memory resumes with a smaller batch.
+    FREE_ON_RESUME = ("method.batch_size",)
+
     def _check_config(self, config: dict) -> None:
         stored, asked = _flatten(self.config), _flatten(json.loads(_dump(config)))
-        changed = sorted(k for k in stored.keys() | asked.keys() if stored.get(k) != asked.get(k))
+        changed = sorted(k for k in stored.keys() | asked.keys()
+                         if stored.get(k) != asked.get(k) and k not in self.FREE_ON_RESUME)
         if changed:
             shown = ", ".join(f"{k}: {stored.get(k)!r} in the run, {asked.get(k)!r} now" for k in changed[:4])
             raise RunStoreError(f"{self.path.parent} holds a run with different settings ({shown}); resume it "
@@ -85,7 +91,10 @@ class RunStore:
         return json.loads(self._meta("config"))
 
     def _meta(self, key: str) -> str:
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        try:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise RunStoreError(f"{self.path} is not a certify run store ({exc})") from exc
         if row is None:
             raise RunStoreError(f"{self.path} is not a certify run store (no '{key}')")
         return row[0]
@@ -110,9 +119,13 @@ class RunStore:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, isolation_level="DEFERRED")
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")  # a committed row survives power loss, not only a crash
+    try:
+        db = sqlite3.connect(path, isolation_level="DEFERRED")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")  # a committed row survives power loss, not only a crash
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise RunStoreError(f"{path} is not a certify run store ({exc})") from exc
     return db
 
 

@@ -13,6 +13,7 @@
 #include "common/cuda_device.h"
 #include "common/philox.h"
 #include "sampling/noise.h"
+#include "sampling/noise_cuda.h"
 #include "stats/binomial.h"
 #include "stats/normal.h"
 #include "stats/radius.h"
@@ -63,6 +64,17 @@ void fill_noisy(const py::array& x, py::array& out, int kind, double scale, uint
     fill_noisy_typed<double>(x, out, static_cast<NoiseKind>(kind), scale, seed, input_index, stream, start);
   else
     throw py::type_error("fill_noisy: dtype must be float32 or float64");
+}
+
+// The CUDA kernel takes raw device pointers (tensor.data_ptr()) and the stream to launch on
+// (torch.cuda.current_stream().cuda_stream): the extension stays free of libtorch.
+void fill_noisy_device(uintptr_t x, int64_t dim, uintptr_t out, int64_t rows, bool is_double, int kind, double scale,
+                       uint64_t seed, uint32_t input_index, uint32_t stream, uint64_t start, uintptr_t cuda_stream) {
+  if (kind < 0 || kind > 2) throw std::invalid_argument("fill_noisy_cuda: kind must be 0, 1 or 2");
+  if (x == 0 || out == 0) throw std::invalid_argument("fill_noisy_cuda: null device pointer");
+  fill_noisy_cuda(reinterpret_cast<const void*>(x), dim, reinterpret_cast<void*>(out), rows, is_double,
+                  static_cast<NoiseKind>(kind), scale, seed, input_index, stream, start,
+                  reinterpret_cast<void*>(cuda_stream));
 }
 
 py::array_t<uint32_t> philox(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0, uint32_t k1) {
@@ -154,6 +166,10 @@ PYBIND11_MODULE(_core, m) {
   m.def("fill_noisy", &fill_noisy, py::arg("x"), py::arg("out"), py::arg("kind"), py::arg("scale"),
         py::arg("seed"), py::arg("input_index"), py::arg("stream"), py::arg("start"),
         "out[i] = x + scale * noise(seed, input_index, stream, start + i); kind 0 Gaussian, 1 Laplace, 2 uniform");
+  m.def("fill_noisy_cuda", &fill_noisy_device, py::arg("x_ptr"), py::arg("dim"), py::arg("out_ptr"), py::arg("rows"),
+        py::arg("is_double"), py::arg("kind"), py::arg("scale"), py::arg("seed"), py::arg("input_index"),
+        py::arg("stream"), py::arg("start"), py::arg("cuda_stream"),
+        "fill_noisy on a CUDA device: device pointers, launched on cuda_stream without synchronising");
   m.def("philox4x32_10", &philox, "One Philox4x32-10 block: counter (4 words), key (2 words)");
 
   m.def("clopper_pearson_lower", py::vectorize(cp_lower), py::arg("k"), py::arg("n"), py::arg("alpha"));

@@ -161,13 +161,6 @@ def test_installed_package_not_the_source_tree():
     assert certify.get_num_threads() >= 1
 
 
-@pytest.mark.skipif(not certify.cuda_available(), reason="no CUDA device (the CUDA kernels come in a later issue)")
-def test_cuda_tensor_is_refused_by_native_path():
-    g = certify.Smoothed(threshold_model(), 2, certify.Gaussian(0.5))
-    with pytest.raises(ValueError, match="CPU only"):
-        g.certify(torch.zeros(2, device="cuda"), n0=5, n=10)
-
-
 def test_submodule_in_training_mode_is_refused():
     net = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2)).eval()
     net[1].train()

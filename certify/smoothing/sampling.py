@@ -46,23 +46,26 @@ def count_classes(
     """Counts of argmax model(x_i + noise) over samples start_i .. start_i + num_i - 1 of each
     input's stream; returns (B, num_classes) int64.
 
-    xs: (B, *input_shape) on the CPU, float32/float64; input_indices: (B,) the Philox input index of each.
-    num: samples per input, one number or (B,); start: first sample index per input ((B,), default 0).
+    xs: (B, *input_shape) float32/float64 on the CPU or a CUDA device (the noise kernel of that
+    device fills the batches, the counts stay on it until the end); input_indices: (B,) the Philox
+    input index of each. num: samples per input, one number or (B,); start: first sample index per
+    input ((B,), default 0).
     """
     num_inputs = xs.shape[0]
     input_shape = tuple(xs.shape[1:])
     nums = np.broadcast_to(np.asarray(num, dtype=np.int64), (num_inputs,))
     starts = np.zeros(num_inputs, dtype=np.int64) if start is None else np.asarray(start, dtype=np.int64)
     ends = np.cumsum(nums)  # input i owns rows ends[i] - nums[i] .. ends[i] - 1 of the concatenation
+    device = xs.device
     flat = xs.reshape(num_inputs, -1).contiguous()
-    flat_np = flat.numpy()
     total = int(ends[-1]) if num_inputs else 0
-    counts = torch.zeros(num_inputs * num_classes, dtype=torch.int64)
+    counts = torch.zeros(num_inputs * num_classes, dtype=torch.int64, device=device)
     if total == 0:
-        return counts.view(num_inputs, num_classes).numpy()
-    buffer = torch.empty((min(batch_size, total), flat.shape[1]), dtype=xs.dtype)
-    buffer_np = buffer.numpy()
-    owners_end = torch.from_numpy(ends)
+        return counts.view(num_inputs, num_classes).cpu().numpy()
+    buffer = torch.empty((min(batch_size, total), flat.shape[1]), dtype=xs.dtype, device=device)
+    fill = _cuda_filler(flat, buffer, noise, seed, stream) if device.type == "cuda" else \
+        _cpu_filler(flat, buffer, noise, seed, stream)
+    owners_end = torch.from_numpy(ends).to(device)
 
     done = 0
     with torch.inference_mode():
@@ -76,10 +79,7 @@ def count_classes(
                 take = min(int(nums[i]) - offset, rows - row)
                 if take <= 0:
                     continue  # an input with no samples asked for
-                core.fill_noisy(
-                    flat_np[i], buffer_np[row : row + take], noise.kind, noise.scale,
-                    seed, int(input_indices[i]), stream, int(starts[i]) + offset,
-                )
+                fill(i, row, take, int(input_indices[i]), int(starts[i]) + offset)
                 row += take
             batch = buffer[:rows].view(rows, *input_shape)
             try:
@@ -91,11 +91,34 @@ def count_classes(
                     "pass input_shape= to Smoothed to have shapes checked up front"
                 ) from exc
             logits = _checks.model_output(logits, rows, num_classes)
-            predictions = logits.argmax(dim=1).cpu()
-            owner = torch.searchsorted(owners_end, torch.arange(done, done + rows), right=True) - first
+            predictions = logits.argmax(dim=1).to(device)
+            owner = torch.searchsorted(owners_end, torch.arange(done, done + rows, device=device), right=True) - first
             local = torch.bincount(owner * num_classes + predictions, minlength=(last - first + 1) * num_classes)
             counts[first * num_classes : (last + 1) * num_classes] += local
             done += rows
             if progress is not None:
                 progress(done, total)
-    return counts.view(num_inputs, num_classes).numpy()
+    return counts.view(num_inputs, num_classes).cpu().numpy()
+
+
+def _cpu_filler(flat: torch.Tensor, buffer: torch.Tensor, noise: Noise, seed: int, stream: int):
+    flat_np, buffer_np = flat.numpy(), buffer.numpy()
+
+    def fill(i, row, take, input_index, first_sample):
+        core.fill_noisy(flat_np[i], buffer_np[row:row + take], noise.kind, noise.scale, seed, input_index, stream,
+                        first_sample)
+    return fill
+
+
+def _cuda_filler(flat: torch.Tensor, buffer: torch.Tensor, noise: Noise, seed: int, stream: int):
+    """The CUDA kernel on torch's current stream of the tensors' device: launches queue behind the
+    previous batch's forward pass, with no synchronisation until the counts are read."""
+    cuda_stream = torch.cuda.current_stream(flat.device).cuda_stream
+    dim = flat.shape[1]
+    is_double = flat.dtype == torch.float64
+    row_bytes = dim * flat.element_size()
+
+    def fill(i, row, take, input_index, first_sample):
+        core.fill_noisy_cuda(flat[i].data_ptr(), dim, buffer.data_ptr() + row * row_bytes, take, is_double,
+                             noise.kind, noise.scale, seed, input_index, stream, first_sample, cuda_stream)
+    return fill

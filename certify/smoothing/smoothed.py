@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from certify import _checks, stats
-from certify._native import core, require_cpu
+from certify._native import core, require_native_device
 from certify.noise import Noise
 from certify.smoothing import reference
 from certify.smoothing.results import ABSTAIN, SmoothingResult, SmoothingResults
@@ -121,7 +121,7 @@ class Smoothed:
             return reference.certify_batch(
                 self.model, xs, self.num_classes, self.noise, n0, n, alpha, batch_size, seed, start_index
             )
-        require_cpu(xs, "xs")
+        require_native_device(xs, "xs")
         if max(n0, n) > core.MAX_SAMPLE_INDEX:
             raise ValueError(f"n0 and n must be <= 2**48, got {max(n0, n)}")
 
@@ -189,7 +189,7 @@ class Smoothed:
         _checks.model_dtype(self.model, x.dtype)
         if self.backend == "torch":
             return reference.predict(self.model, x, self.num_classes, self.noise, n, alpha, batch_size, seed, input_index)
-        require_cpu(x, "x")
+        require_native_device(x, "x")
         counts = count_classes(
             self.model, x.unsqueeze(0), np.array([input_index]), self.num_classes, self.noise, n,
             Stream.PREDICT, seed, batch_size,

@@ -114,6 +114,14 @@ def _model_data_options(command):
         click.option("--sign-key", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
                      help="Ed25519 private key (from `certify keygen`) to sign the certificate with."),
         click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors (for scripts)."),
+        click.option("--backend", "backend_name", type=click.Choice(["local", "ray"]), default="local",
+                     show_default=True,
+                     help="local: this process; ray: shard the inputs over Ray workers (pip install 'certify[ray]'). "
+                          "Same certificate either way."),
+        click.option("--address", default=None,
+                     help="Ray cluster to join (e.g. auto, ray://head:10001); default: start a local one."),
+        click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
+                     help="Ray workers (one per GPU where the cluster has GPUs)."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -150,13 +158,13 @@ def _finish(cert: dict, out: Path, quiet: bool) -> None:
               help="Noisy copies per model call.")
 @click.option("--seed", type=click.IntRange(min=0, max=2**64 - 1), default=0, show_default=True,
               help="Philox seed: the noise of input i is a function of (seed, i, sample).")
-@click.option("--backend", type=click.Choice(["native", "torch"]), default="native", show_default=True,
-              help="native: the C++ sampler; torch: the plain-PyTorch reference.")
+@click.option("--sampler", type=click.Choice(["native", "torch"]), default="native", show_default=True,
+              help="native: the C++ sampler; torch: the plain-PyTorch reference (recorded as method.backend).")
 @click.option("--radii", callback=_radii, default=None,
               help="Comma-separated radii for the certified-accuracy table (default 0,0.25,...,3).")
 @_errors_to_exit_codes
-def smooth(model_path, arch, trust_code, data_spec, labels, limit, out, resume, sign_key, quiet, sigma, noise, n0, n,
-           alpha, batch_size, seed, backend, radii):
+def smooth(model_path, arch, trust_code, data_spec, labels, limit, out, resume, sign_key, quiet, backend_name, address,
+           workers, sigma, noise, n0, n, alpha, batch_size, seed, sampler, radii):
     """Randomized smoothing: CERTIFY (Cohen et al. 2019) for every input.
 
     Each input gets the smoothed classifier's prediction (-1 = abstain) and a radius: with
@@ -165,11 +173,21 @@ def smooth(model_path, arch, trust_code, data_spec, labels, limit, out, resume, 
     from certify.runs import run
 
     inputs = run.prepare(model_path, data_spec, arch=arch, labels=labels, limit=limit, trust_code=trust_code)
-    method = smoothing_method(noise, sigma, n0, n, alpha, batch_size, seed, backend)
+    method = smoothing_method(noise, sigma, n0, n, alpha, batch_size, seed, sampler)
     _announce(quiet, inputs, f"smoothing: {noise} noise {sigma}, n0={n0}, n={n:,}, alpha={alpha}, seed={seed}")
     cert = run.execute(out, inputs, method, resume=resume, quiet=quiet, sign_key=sign_key, radii=radii,
-                       config_extra={"arch": arch, "labels": labels})
+                       backend=_backend(backend_name, address, workers))
     _finish(cert, out, quiet)
+
+
+def _backend(name: str, address, workers):
+    if name == "local":
+        if address is not None:
+            raise BadInput("--address applies to --backend ray")
+        return None
+    from certify.runs.backends import RayBackend
+
+    return RayBackend(workers=workers, address=address)
 
 
 def smoothing_method(noise, sigma, n0, n, alpha, batch_size, seed, backend) -> dict:
@@ -207,8 +225,8 @@ def _announce(quiet: bool, inputs, what: str) -> None:
 @click.option("--attack-steps", type=click.IntRange(min=1), default=50, show_default=True, help="PGD steps.")
 @click.option("--attack-restarts", type=click.IntRange(min=1), default=2, show_default=True, help="PGD restarts.")
 @_errors_to_exit_codes
-def bounds(model_path, arch, trust_code, data_spec, labels, limit, out, resume, sign_key, quiet, eps, norm, method,
-           radius_mode, max_eps, tol, domain, attack, attack_steps, attack_restarts):
+def bounds(model_path, arch, trust_code, data_spec, labels, limit, out, resume, sign_key, quiet, backend_name, address,
+           workers, eps, norm, method, radius_mode, max_eps, tol, domain, attack, attack_steps, attack_restarts):
     """Bound propagation: verify each input's label on a ball (sound in floating point).
 
     Verified means the label's logit exceeds every other logit everywhere in the ball, proven in
@@ -226,7 +244,7 @@ def bounds(model_path, arch, trust_code, data_spec, labels, limit, out, resume, 
                             if attack and not radius_mode else None)
     _announce(quiet, inputs, f"bounds: {method} over {norm} " + (f"eps={eps}" if eps else f"radius up to {max_eps}"))
     cert = run.execute(out, inputs, method_, resume=resume, quiet=quiet, sign_key=sign_key,
-                       config_extra={"arch": arch, "labels": labels})
+                       backend=_backend(backend_name, address, workers))
     _finish(cert, out, quiet)
 
 

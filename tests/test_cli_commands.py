@@ -244,3 +244,20 @@ def test_every_command_has_help(tmp_path):
         assert command in done.stdout
     done = certify("smooth", "--help", cwd=tmp_path)
     assert "--resume" in done.stdout and "--sign-key" in done.stdout and "Philox" in done.stdout
+
+
+def test_smooth_on_ray_gives_the_local_certificate(files, tmp_path):
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'certify[ray]')")
+    model, data = files
+    args = ("smooth", "--model", model, "--data", data, *SMOOTH_ARGS, "--limit", "6", "--quiet")
+    assert certify(*args, "--out", "local", cwd=tmp_path).returncode == 0
+    done = certify(*args, "--out", "ray", "--backend", "ray", "--workers", "2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+
+    def rows(name):
+        cert = json.loads((tmp_path / name / "certificate.json").read_text())
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in cert["results"]]
+
+    assert rows("ray") == rows("local")
+    done = certify(*args, "--out", "x", "--address", "auto", cwd=tmp_path)
+    assert done.returncode == 2 and "--address applies to --backend ray" in done.stderr

@@ -18,6 +18,7 @@ from certify import certificate
 from certify.bounds import UnsupportedModelError
 from certify.formats.data_files import Dataset, load_data
 from certify.formats.model_files import LoadedModel, load_model
+from certify.runs.backends import LocalBackend
 from certify.runs.jobs import BoundsJob, SmoothingJob, num_classes_of
 from certify.runs.progress import ProgressLine
 from certify.runs.store import RunStore
@@ -35,16 +36,18 @@ class Inputs:
     data: Dataset
     num_classes: int
     limit: int | None
+    arch: str | None = None  # the state dict's architecture, as given
+    labels: str | None = None  # the labels file of .npy data, as given
 
     @property
     def count(self) -> int:
         return len(self.data) if self.limit is None else min(self.limit, len(self.data))
 
-    def config(self, method: dict, arch: str | None = None, labels: str | None = None) -> dict:
+    def config(self, method: dict) -> dict:
         return {
             "model": {"path": str(self.model.path), "sha256": self.model.sha256, "format": self.model.format,
-                      "arch": arch, "input_shape": list(self.data.input_shape), "num_classes": self.num_classes},
-            "data": {"path": self.data.path, "sha256": self.data.sha256, "labels": labels,
+                      "arch": self.arch, "input_shape": list(self.data.input_shape), "num_classes": self.num_classes},
+            "data": {"path": self.data.path, "sha256": self.data.sha256, "labels": self.labels,
                      "num_inputs": len(self.data), "limit": self.limit},
             "method": method,
         }
@@ -61,7 +64,8 @@ def prepare(model_path, data_spec, *, arch: str | None = None, labels=None, limi
                          f"shape {data.input_shape}")
     if limit is not None and limit < 1:
         raise ValueError(f"--limit must be >= 1, got {limit}")
-    return Inputs(model, data, num_classes_of(model.module, data), limit)
+    return Inputs(model, data, num_classes_of(model.module, data), limit, arch,
+                  None if labels is None else str(labels))
 
 
 def make_job(inputs: Inputs, method: dict):
@@ -81,24 +85,28 @@ def make_job(inputs: Inputs, method: dict):
 
 
 def execute(folder: Path, inputs: Inputs, method: dict, *, resume: bool = False, quiet: bool = False,
-            sign_key: Path | None = None, radii=None, config_extra: dict | None = None) -> dict:
+            sign_key: Path | None = None, radii=None, backend=None) -> dict:
     """Certifies the inputs the run store lacks, then writes certificate and report; returns the
-    certificate. Committed rows survive any interruption; resume=True continues a stopped run."""
+    certificate. Committed rows survive any interruption; resume=True continues a stopped run.
+    backend: where chunks are certified (certify.runs.backends; default: this process). Only this
+    process writes the store, whatever the backend."""
     folder = Path(folder)
-    config = inputs.config(method, **(config_extra or {}))
+    config = inputs.config(method)
     job = make_job(inputs, method)  # before the store: a model the job refuses leaves no run folder
+    backend = backend if backend is not None else LocalBackend()
     store = RunStore.open(folder, config, resume)
     try:
         done = store.done()
         todo = [i for i in range(inputs.count) if i not in done]
+        chunks = [todo[start:start + job.chunk] for start in range(0, len(todo), job.chunk)]
         progress = ProgressLine(inputs.count, inputs.count - len(todo), job.samples_per_input, quiet)
         try:
-            for start in range(0, len(todo), job.chunk):
-                chunk = todo[start:start + job.chunk]
-                store.add(job.certify(chunk, progress.add_samples))
-                progress.add_inputs(len(chunk))
+            for rows in backend.results(job, inputs, method, chunks, progress.add_samples):
+                store.add(rows)
+                progress.add_inputs(len(rows))
         finally:
             progress.close()
+            backend.close()
         cert = certificate.build(store.config, store.rows(), radii)  # the settings the run was created with
     finally:
         store.close()

@@ -67,15 +67,28 @@ class BoundedModel:
         self.num_outputs = int(np.prod(self.graph.output.shape))
         self.engine = engine
         self._engine = NativeEngine(self.graph) if engine == "native" else reference.TorchEngine(self.graph)
+        self._device_engines: dict = {}
+
+    def _engine_for(self, x: torch.Tensor):
+        """The engine for x's device: this model's engine on the CPU; on a CUDA device the
+        plain-PyTorch engine on a copy of the graph there, in GPU-sound arithmetic (TF32 off,
+        convolutions as GEMMs: see reference.gpu_arithmetic)."""
+        if x.device.type == "cpu":
+            return self._engine
+        if x.device.type != "cuda":
+            raise ValueError(f"x is on {x.device}; the bound engines run on the CPU and on CUDA devices")
+        if x.device not in self._device_engines:
+            self._device_engines[x.device] = reference.TorchEngine(self.graph.to(x.device), gpu=True)
+        return self._device_engines[x.device]
 
     # ------------------------------------------------------------------ checks
     def _input_set(self, x, eps, norm, domain, sound) -> InputSet:
+        if isinstance(x, torch.Tensor):
+            self._engine_for(x)  # the device check, before any work on the values
         x = _checks.input_tensor("x", x, self.input_shape, batched=True)  # float32 or float64, kept exact
-        if x.device.type != "cpu":
-            raise ValueError(f"x is on {x.device}; the bound engines run on the CPU in this build")
         if norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-        eps = self._eps(eps, len(x))
+        eps = self._eps(eps, len(x)).to(x.device)
         if domain is not None:
             if norm != "linf":
                 raise ValueError("domain applies to norm='linf' only")
@@ -129,10 +142,10 @@ class BoundedModel:
         the model's Linear/Conv2d parameters, for certified training."""
         input_set = self._input_set(x, eps, norm, domain, sound)
         if self._method(method) == "ibp":  # the output's interval itself
-            lower, upper = self._engine.ibp_output_box(input_set, sound, grad)
+            lower, upper = self._engine_for(input_set.centre).ibp_output_box(input_set, sound, grad)
             batch = len(input_set.centre)
             return Bounds(lower=lower.reshape(batch, -1), upper=upper.reshape(batch, -1))
-        both = self._engine.compute_bounds(input_set, method, sound, grad=grad)
+        both = self._engine_for(input_set.centre).compute_bounds(input_set, method, sound, grad=grad)
         k = self.num_outputs
         return Bounds(lower=both[:, :k], upper=-both[:, k:])
 
@@ -145,9 +158,10 @@ class BoundedModel:
         if self.num_outputs < 2:
             raise ValueError("margins need a model with at least 2 outputs (classes); use bounds() for one output")
         input_set = self._input_set(x, eps, norm, domain, sound)
-        labels = self._labels(labels, len(input_set.centre))
+        labels = self._labels(labels, len(input_set.centre)).to(input_set.centre.device)
         spec = margin_spec(labels, self.num_outputs)
-        return self._engine.compute_bounds(input_set, self._method(method), sound, spec=spec, grad=grad)
+        return self._engine_for(input_set.centre).compute_bounds(input_set, self._method(method), sound, spec=spec,
+                                                                 grad=grad)
 
     def spec_bounds(self, lower, upper, spec, method: str = "crown", *, sound: bool = True) -> torch.Tensor:
         """Lower bounds on spec @ f(x) over the box lower <= x <= upper: (B, S), rounded outward.
@@ -180,7 +194,8 @@ class BoundedModel:
         eps = to_f32_up(((box[1].double() - centre.double()).abs().maximum(
             (centre.double() - box[0].double()).abs())).flatten(1).amax(1))
         input_set = InputSet("linf", centre, eps, box)
-        return self._engine.compute_bounds(input_set, self._method(method), sound, spec=spec.float())
+        return self._engine_for(centre).compute_bounds(input_set, self._method(method), sound,
+                                                       spec=spec.float().to(centre.device))
 
     def verify(self, x, labels, eps, norm: str = "linf", method: str = "crown", *, domain=None,
                sound: bool = True) -> torch.Tensor:
@@ -203,8 +218,8 @@ class BoundedModel:
         def certified(eps: torch.Tensor) -> torch.Tensor:
             return self.verify(x, labels, eps, norm, method, domain=domain, sound=sound)
 
-        lo = torch.zeros(len(x))
-        hi = torch.full((len(x),), max_eps)
+        lo = torch.zeros(len(x), device=x.device)
+        hi = torch.full((len(x),), max_eps, device=x.device)
         at_max = certified(hi)
         lo[at_max] = max_eps
         ok_at_zero = certified(lo)

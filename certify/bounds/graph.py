@@ -14,6 +14,7 @@ engines account for the interval's width.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import operator
 from dataclasses import dataclass, field
@@ -116,6 +117,14 @@ class Graph:
     def add(self, layer: Layer, inputs: tuple[int, ...], shape, where: str) -> int:
         self.nodes.append(Node(layer, tuple(inputs), tuple(int(d) for d in shape), where))
         return len(self.nodes) - 1
+
+    def to(self, device) -> "Graph":
+        """A copy with every layer's tensors on `device` (the same values: copies are exact)."""
+        def move(layer):
+            changes = {f.name: getattr(layer, f.name).to(device) for f in dataclasses.fields(layer)
+                       if isinstance(getattr(layer, f.name), torch.Tensor)}
+            return dataclasses.replace(layer, **changes) if changes else layer
+        return Graph([dataclasses.replace(node, layer=move(node.layer)) for node in self.nodes])
 
 
 # ------------------------------------------------------------------- exact constants

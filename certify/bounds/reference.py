@@ -20,6 +20,7 @@ sound=False gives the same algorithms in plain float arithmetic, for comparison 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -126,7 +127,42 @@ def _affine_forward(box, linear_op, abs_op, row_l1, bias, n: int, sound: bool):
 
 
 def _conv(layer: Conv2d, x, weight):
+    if x.is_cuda or GEMM_CONVOLUTIONS[0]:
+        return _conv_gemm(layer, x, weight)
     return F.conv2d(x, weight, None, layer.stride, layer.padding, layer.dilation, layer.groups)
+
+
+# On a GPU every convolution is an explicit im2col + GEMM: cuDNN may pick FFT or Winograd
+# algorithms, whose rounding is not a sum of products and not covered by the gamma_n terms; a GEMM
+# is (in any summation order, with or without FMA: Higham 2002, Thm. 3.1 / 3.5), once TF32 is off
+# (gpu_arithmetic). GEMM_CONVOLUTIONS[0] = True forces this path on the CPU, for the tests.
+GEMM_CONVOLUTIONS = [False]
+
+
+def _conv_gemm(layer: Conv2d, x, weight):
+    batch, channels, height, width = x.shape
+    groups, out_channels = layer.groups, weight.shape[0]
+    kh, kw = weight.shape[-2:]
+    cols = F.unfold(x, (kh, kw), dilation=layer.dilation, padding=layer.padding, stride=layer.stride)
+    cols = cols.view(batch, groups, -1, cols.shape[-1])  # (B, g, C/g kh kw, L): unfold orders by channel
+    w = weight.reshape(groups, out_channels // groups, -1)  # (g, O/g, C/g kh kw)
+    out = torch.matmul(w.unsqueeze(0), cols)  # (B, g, O/g, L)
+    oh = (height + 2 * layer.padding[0] - layer.dilation[0] * (kh - 1) - 1) // layer.stride[0] + 1
+    ow = (width + 2 * layer.padding[1] - layer.dilation[1] * (kw - 1) - 1) // layer.stride[1] + 1
+    return out.reshape(batch, out_channels, oh, ow)
+
+
+def _conv_transpose_gemm(layer: Conv2d, lam: torch.Tensor, src_shape) -> torch.Tensor:
+    """The adjoint as a GEMM with the transposed weights, then col2im (F.fold, which adds the
+    overlapping columns: part of the same sum of products)."""
+    batch, out_channels = lam.shape[:2]
+    groups = layer.groups
+    kh, kw = layer.weight.shape[-2:]
+    w = layer.weight.reshape(groups, out_channels // groups, -1).transpose(1, 2)  # (g, C/g kh kw, O/g)
+    lam_cols = lam.reshape(batch, groups, out_channels // groups, -1)  # (B, g, O/g, L)
+    cols = torch.matmul(w.unsqueeze(0), lam_cols).reshape(batch, -1, lam_cols.shape[-1])
+    return F.fold(cols, tuple(src_shape[1:]), (kh, kw), dilation=layer.dilation, padding=layer.padding,
+                  stride=layer.stride)
 
 
 def _affine_coefficients(layer: ElementwiseAffine, sound: bool):
@@ -223,8 +259,9 @@ class _Backward:
     def __init__(self, graph, boxes, sound, batch, rows):
         self.graph, self.boxes, self.sound = graph, boxes, sound
         self.lam: dict[int, torch.Tensor] = {}
-        self.const = torch.zeros(batch, rows, dtype=torch.float64)
-        self.slack = torch.zeros(batch, rows, dtype=torch.float64)
+        device = boxes[0][0].device
+        self.const = torch.zeros(batch, rows, dtype=torch.float64, device=device)
+        self.slack = torch.zeros(batch, rows, dtype=torch.float64, device=device)
 
     def magnitude(self, index: int) -> torch.Tensor:
         return abs_max(self.boxes[index])
@@ -329,6 +366,8 @@ class _Backward:
 
 def _conv_transpose(layer: Conv2d, lam: torch.Tensor, src_shape) -> torch.Tensor:
     """The adjoint of the convolution: coefficients on the output map -> coefficients on the input."""
+    if lam.is_cuda or GEMM_CONVOLUTIONS[0]:
+        return _conv_transpose_gemm(layer, lam, src_shape)
     out_h, out_w = lam.shape[-2:]
     kh, kw = layer.weight.shape[-2:]
     extra = []
@@ -377,9 +416,9 @@ def backward(graph: Graph, start: int, spec: torch.Tensor, boxes: list, input_se
 
 
 # ========================================================================= driver
-def identity_spec(batch: int, node_shape, rows=None, dtype=torch.float32) -> torch.Tensor:
+def identity_spec(batch: int, node_shape, rows=None, dtype=torch.float32, device=None) -> torch.Tensor:
     size = int(torch.tensor(node_shape).prod()) if node_shape else 1
-    eye = torch.eye(size, dtype=dtype)
+    eye = torch.eye(size, dtype=dtype, device=device)
     if rows is not None:
         eye = eye[rows]
     return torch.cat([eye, -eye]).reshape(1, -1, *node_shape).expand(batch, -1, *node_shape)
@@ -388,10 +427,10 @@ def identity_spec(batch: int, node_shape, rows=None, dtype=torch.float32) -> tor
 def margin_spec(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Rows e_y - e_j for every j != y: (B, num_classes - 1, num_classes)."""
     batch = labels.shape[0]
-    eye = torch.eye(num_classes)
+    eye = torch.eye(num_classes, device=labels.device)
     spec = eye[labels].unsqueeze(1) - eye.unsqueeze(0)  # (B, C, C), row j = e_y - e_j
-    keep = torch.ones(batch, num_classes, dtype=torch.bool)
-    keep[torch.arange(batch), labels] = False
+    keep = torch.ones(batch, num_classes, dtype=torch.bool, device=labels.device)
+    keep[torch.arange(batch, device=labels.device), labels] = False
     return spec[keep].reshape(batch, num_classes - 1, num_classes)
 
 
@@ -411,7 +450,7 @@ def tighten_intermediate(graph: Graph, boxes: list, input_set: InputSet, sound: 
         widest = max(n.size for n in graph.nodes[:pre + 1])
         per_chunk = max(1, CHUNK_COEFFICIENTS // (2 * batch * widest))
         for chunk in unstable.split(per_chunk):  # bounded memory: (B, 2 chunk, widest) coefficients
-            spec = identity_spec(batch, shape, chunk, dtype=lower.dtype)
+            spec = identity_spec(batch, shape, chunk, dtype=lower.dtype, device=lower.device)
             start, const = pre, None
             layer = graph.nodes[pre].layer
             if isinstance(layer, (Linear, Conv2d)):
@@ -461,7 +500,7 @@ def compute_bounds(graph: Graph, input_set: InputSet, method: str, sound: bool =
     batch = input_set.centre.shape[0]
     out = graph.output
     if spec is None:
-        spec = identity_spec(batch, out.shape)
+        spec = identity_spec(batch, out.shape, device=input_set.centre.device)
     spec = spec.to(input_set.centre.dtype)
     boxes = ibp(graph, input_set.box, sound)
     if method == "ibp":
@@ -486,14 +525,27 @@ class TorchEngine:
     grad=False (the default) keeps no autograd graph: CROWN's many row chunks would otherwise each
     hold theirs until the end (gigabytes on a small CNN at batch 64)."""
 
-    def __init__(self, graph: Graph):
+    def __init__(self, graph: Graph, gpu: bool = False):
         self.graph = graph
+        self.arithmetic = gpu_arithmetic if gpu else contextlib.nullcontext
 
     def compute_bounds(self, input_set: InputSet, method: str, sound: bool = True,
                        spec: torch.Tensor | None = None, grad: bool = False) -> torch.Tensor:
-        with torch.set_grad_enabled(grad):
+        with torch.set_grad_enabled(grad), self.arithmetic():
             return compute_bounds(self.graph, input_set, method, sound, spec=spec)
 
     def ibp_output_box(self, input_set: InputSet, sound: bool = True, grad: bool = False):
-        with torch.set_grad_enabled(grad):
+        with torch.set_grad_enabled(grad), self.arithmetic():
             return ibp(self.graph, input_set.box, sound)[-1]
+
+
+@contextlib.contextmanager
+def gpu_arithmetic():
+    """IEEE float32 products on the GPU: TF32 (10-bit mantissas in matmul / cuDNN) is off while
+    bounds are computed, so the gamma_n error terms hold; restored afterwards."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved

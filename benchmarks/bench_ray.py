@@ -45,8 +45,7 @@ def main() -> None:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     for workers, threads in ((1, 2), (2, 1)):
         backend = RayBackend(workers=workers, threads=threads)
-        backend._start(inputs, method)  # workers up before the clock starts: start-up is paid once per run
-        backend.pids()
+        backend.start(inputs, method)  # workers up before the clock starts: start-up is paid once per run
         start = time.perf_counter()
         run.execute(folder / f"ray-{workers}", inputs, method, quiet=True, backend=backend)
         timings[f"ray, {workers} worker(s) x {threads} thread(s)"] = time.perf_counter() - start

@@ -22,10 +22,18 @@ BOUNDS = bounds_method("crown", "linf", 0.05, None, None, None,
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
+def cluster(tmp_path_factory):
+    """A local cluster started from an empty folder: Ray workers put the driver's working folder on
+    their path, and from the repository root that would be certify's source tree, not the
+    installed package (the same reason the CLI tests run from tmp_path)."""
+    here = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("ray"))
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        yield
+    finally:
+        ray.shutdown()
+        os.chdir(here)
 
 
 def comparable(cert):
@@ -116,3 +124,12 @@ def test_driver_resume_with_ray(cluster, tmp_path, monkeypatch):
     monkeypatch.setattr(ProgressLine, "add_inputs", original)
     resumed = run.execute(tmp_path / "ray", inputs, SMOOTH, resume=True, quiet=True, backend=RayBackend(workers=2))
     assert comparable(resumed) == comparable(local)
+
+
+def test_more_workers_than_the_cluster_can_place_is_refused(cluster, tmp_path):
+    """Two CPUs, three one-thread workers: refused at once (an unplaceable actor would hang the run)."""
+    model, data = make_files(tmp_path, count=4)
+    inputs = run.prepare(model, data)
+    with pytest.raises(ValueError, match="need 3 CPUs"):
+        run.execute(tmp_path / "r", inputs, SMOOTH, quiet=True, backend=RayBackend(workers=3))
+    assert not (tmp_path / "r").exists()

@@ -94,7 +94,12 @@ def execute(folder: Path, inputs: Inputs, method: dict, *, resume: bool = False,
     config = inputs.config(method)
     job = make_job(inputs, method)  # before the store: a model the job refuses leaves no run folder
     backend = backend if backend is not None else LocalBackend()
-    store = RunStore.open(folder, config, resume)
+    try:
+        backend.start(inputs, method)  # also before the store: a cluster that cannot run it leaves nothing
+        store = RunStore.open(folder, config, resume)
+    except BaseException:
+        backend.close()
+        raise
     try:
         done = store.done()
         todo = [i for i in range(inputs.count) if i not in done]

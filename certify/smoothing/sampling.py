@@ -8,6 +8,7 @@ reusable buffer; sample s of input i in a stream is always the same noise, howev
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable
 
 import numpy as np
@@ -68,7 +69,8 @@ def count_classes(
     owners_end = torch.from_numpy(ends).to(device)
 
     done = 0
-    with torch.inference_mode():
+    on_device = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+    with torch.inference_mode(), on_device:
         while done < total:
             rows = min(batch_size, total - done)
             first = int(np.searchsorted(ends, done, side="right"))
@@ -113,7 +115,8 @@ def _cpu_filler(flat: torch.Tensor, buffer: torch.Tensor, noise: Noise, seed: in
 def _cuda_filler(flat: torch.Tensor, buffer: torch.Tensor, noise: Noise, seed: int, stream: int):
     """The CUDA kernel on torch's current stream of the tensors' device: launches queue behind the
     previous batch's forward pass, with no synchronisation until the counts are read."""
-    cuda_stream = torch.cuda.current_stream(flat.device).cuda_stream
+    cuda_stream = torch.cuda.current_stream(flat.device).cuda_stream  # the launches also need flat.device
+    # current (certify's runtime launches in the current context): count_classes sets it.
     dim = flat.shape[1]
     is_double = flat.dtype == torch.float64
     row_bytes = dim * flat.element_size()

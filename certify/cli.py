@@ -7,10 +7,13 @@ not verify, an internal error); 130 interrupted (committed rows are kept: rerun 
 
 from __future__ import annotations
 
+import datetime
 import functools
 import math
 import os
+import signal
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -33,6 +36,8 @@ def _errors_to_exit_codes(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        # SIGTERM (timeout, Slurm, Docker) stops a run like Ctrl-C: finished inputs stay stored.
+        signal.signal(signal.SIGTERM, _terminate)
         try:
             return command(*args, **kwargs)
         except click.ClickException:
@@ -49,6 +54,10 @@ def _errors_to_exit_codes(command):
             raise Failure(f"{type(exc).__name__}: {exc} (set CERTIFY_DEBUG=1 for the traceback)") from exc
 
     return wrapper
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _positive(name):
@@ -99,7 +108,8 @@ def _model_data_options(command):
         click.option("--model", "model_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
                      help="Model file: ONNX (.onnx), torch.export (.pt2), TorchScript, or a state dict (with --arch)."),
         click.option("--arch", default=None,
-                     help="For a state dict: package.module:function returning the (untrained) model."),
+                     help="For a state dict: module:function returning the (untrained) model, called with no "
+                          "arguments; the module is imported from the current folder or the Python path."),
         _trust_option,
         click.option("--data", "data_spec", required=True,
                      help="Inputs and labels: an .npz file (keys x and y), an .npy file of inputs (with --labels), "
@@ -128,11 +138,14 @@ def _model_data_options(command):
     return command
 
 
-def _finish(cert: dict, out: Path, quiet: bool) -> None:
+def _finish(cert: dict, out: Path, quiet: bool, started: float) -> None:
     if quiet:
         return
     s = cert["summary"]
-    click.echo(f"certified {s['num_inputs']} inputs in {s['seconds']:.1f} s; clean accuracy {s['clean_accuracy']:.3f}")
+    what = "smoothed" if cert["method"]["family"] == "smoothing" else "model's"
+    click.echo(f"certified {s['num_inputs']} inputs in {time.perf_counter() - started:.1f} s wall "
+               f"(certification time summed over inputs {s['seconds']:.1f} s, as the certificate records it); "
+               f"accuracy of the {what} prediction {s['clean_accuracy']:.3f}")
     for point in s["certified_accuracy"]:
         click.echo(f"  certified accuracy at radius {point['radius']:<8g} {point['accuracy']:.3f}")
     if s["verified_accuracy"] is not None and s["pgd_accuracy"] is not None:
@@ -172,12 +185,13 @@ def smooth(model_path, arch, trust_code, data_spec, labels, limit, out, resume, 
     """
     from certify.runs import run
 
+    started = time.perf_counter()
     inputs = run.prepare(model_path, data_spec, arch=arch, labels=labels, limit=limit, trust_code=trust_code)
     method = smoothing_method(noise, sigma, n0, n, alpha, batch_size, seed, sampler)
     _announce(quiet, inputs, f"smoothing: {noise} noise {sigma}, n0={n0}, n={n:,}, alpha={alpha}, seed={seed}")
     cert = run.execute(out, inputs, method, resume=resume, quiet=quiet, sign_key=sign_key, radii=radii,
                        backend=_backend(backend_name, address, workers))
-    _finish(cert, out, quiet)
+    _finish(cert, out, quiet, started)
 
 
 def _backend(name: str, address, workers):
@@ -238,6 +252,7 @@ def bounds(model_path, arch, trust_code, data_spec, labels, limit, out, resume, 
         raise BadInput("give either --eps (verify) or --radius (largest certified eps), not both or neither")
     if domain is not None and norm != "linf":
         raise BadInput("--domain applies to --norm linf only")
+    started = time.perf_counter()
     inputs = run.prepare(model_path, data_spec, arch=arch, labels=labels, limit=limit, trust_code=trust_code)
     method_ = bounds_method(method, norm, eps, max_eps if radius_mode else None, tol if radius_mode else None, domain,
                             {"name": "pgd", "eps": eps, "steps": attack_steps, "restarts": attack_restarts, "seed": 0}
@@ -245,7 +260,7 @@ def bounds(model_path, arch, trust_code, data_spec, labels, limit, out, resume, 
     _announce(quiet, inputs, f"bounds: {method} over {norm} " + (f"eps={eps}" if eps else f"radius up to {max_eps}"))
     cert = run.execute(out, inputs, method_, resume=resume, quiet=quiet, sign_key=sign_key,
                        backend=_backend(backend_name, address, workers))
-    _finish(cert, out, quiet)
+    _finish(cert, out, quiet, started)
 
 
 def bounds_method(method, norm, eps, max_eps, tol, domain, attack) -> dict:
@@ -326,9 +341,11 @@ def export(run_folder, tsv):
         rows = store.rows()
     finally:
         store.close()
+    # Radii exactly as certified (repr round-trips; rounding to nearest could move them up); time
+    # as locuslab writes it, str(datetime.timedelta).
     lines = ["idx\tlabel\tpredict\tradius\tcorrect\ttime"]
-    lines += [f"{r['index']}\t{r['label']}\t{r['prediction']}\t{r['radius']:.6g}\t{int(r['correct'])}\t{r['seconds']:.4f}"
-              for r in rows]
+    lines += [f"{r['index']}\t{r['label']}\t{r['prediction']}\t{r['radius']!r}\t{int(r['correct'])}\t"
+              f"{datetime.timedelta(seconds=r['seconds'])}" for r in rows]
     write_text_atomic(tsv, "\n".join(lines) + "\n")
     click.echo(f"{len(rows)} rows written to {tsv}")
 

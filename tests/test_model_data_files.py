@@ -191,3 +191,18 @@ def test_bundled_digits():
     data = load_data("digits")
     assert data.input_shape == (1, 8, 8) and len(data) == 297
     assert float(data.x.min()) >= 0 and float(data.x.max()) <= 1
+
+
+def test_arch_from_the_current_folder_and_its_failures(tmp_path, monkeypatch):
+    torch.save(small_net().state_dict(), tmp_path / "net.pt")
+    (tmp_path / "user_arch.py").write_text(
+        "from torch import nn\n"
+        "def build():\n    return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))\n"
+        "def needs(width):\n    return None\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_model("net.pt", arch="user_arch:build").format == "state_dict"
+    with pytest.raises(ModelFileError, match=r"user_arch:needs\(\) failed .*no arguments"):
+        load_model("net.pt", arch="user_arch:needs")
+    torch.save(nn.Linear(3, 3).state_dict(), tmp_path / "other.pt")
+    with pytest.raises(ModelFileError, match="Missing key"):
+        load_model("other.pt", arch="user_arch:build")

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import os
 import pickle
 import re
+import sys
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -74,8 +76,9 @@ def load_model(path, arch: str | None = None, trust_code: bool = False) -> Loade
     if kind in CODE_FORMATS and not trust_code:
         raise ModelFileError(
             f"{path} is a {kind} archive: loading one runs code stored in the file, so certify reads it only "
-            "with --trust-model-code (trust_code=True). Export the model to ONNX (torch.onnx.export) or save "
-            "its state dict to load it without running anything from the file")
+            "with --trust-model-code (trust_code=True). Export the model to ONNX (certify.formats.onnx_import."
+            "export_onnx, or torch.onnx.export with dynamo=False) or save its state dict to load it without "
+            "running anything from the file")
     input_shape = None
     if kind == "onnx":
         from certify.formats.onnx_import import load_onnx
@@ -170,7 +173,8 @@ def _load_state_dict(path: Path, arch: str | None) -> torch.nn.Module:
         raise ModelFileError(
             f"refused to load {path}: it is a pickle that would run code when loaded ({_refused_global(exc)}). certify "
             "never unpickles code. Save the weights with torch.save(model.state_dict(), path) and pass --arch, "
-            "or export the model with torch.onnx.export / torch.export.save / torch.jit.save."
+            "or export the model to ONNX (certify.formats.onnx_import.export_onnx, or torch.onnx.export with "
+            "dynamo=False)."
         ) from exc
     except Exception as exc:  # noqa: BLE001 - truncated files raise RuntimeError, EOFError, ...
         raise ModelFileError(f"could not read the state dict {path}: {_first_line(exc)}") from exc
@@ -183,7 +187,9 @@ def _load_state_dict(path: Path, arch: str | None) -> torch.nn.Module:
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise ModelFileError(f"the state dict {path} does not fit the architecture {arch}: {_first_line(exc)}") from exc
+        detail = " ".join(str(exc).split())  # torch lists the missing / unexpected keys over several lines
+        raise ModelFileError(f"the state dict {path} does not fit the architecture {arch}: "
+                             f"{detail[:800]}{' ...' if len(detail) > 800 else ''}") from exc
     return model
 
 
@@ -191,11 +197,24 @@ def _build_arch(arch: str) -> torch.nn.Module:
     module_name, _, attr = arch.partition(":")
     if not module_name or not attr:
         raise ModelFileError(f"--arch must look like package.module:function, got {arch!r}")
+    # The user names this code; a module beside their files (the current folder) is found too,
+    # as `python -c` would find it.
+    here = os.getcwd()
+    added = here not in sys.path
+    if added:
+        sys.path.insert(0, here)
     try:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
         raise ModelFileError(f"cannot import the architecture {arch}: {exc}") from exc
-    model = factory()
+    finally:
+        if added:
+            sys.path.remove(here)
+    try:
+        model = factory()
+    except Exception as exc:  # noqa: BLE001 - the user's code: report it as bad input
+        raise ModelFileError(f"--arch {arch}() failed ({type(exc).__name__}: {exc}); it must build the model "
+                             "with no arguments") from exc
     if not isinstance(model, torch.nn.Module):
         raise ModelFileError(f"{arch}() returned a {type(model).__name__}, not a torch.nn.Module")
     return model

@@ -44,6 +44,9 @@ def _errors_to_exit_codes(command):
             raise
         except (ValueError, FileExistsError) as exc:
             raise BadInput(str(exc)) from exc
+        except BrokenPipeError:  # the reader of our output (e.g. `| head`) went away: nothing left to say
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - so the interpreter's final flush stays quiet
+            sys.exit(0)
         except KeyboardInterrupt:
             click.echo("\ninterrupted: finished inputs are stored; run the same command with --resume to continue",
                        err=True)

@@ -365,8 +365,11 @@ def _gap(run: _Run) -> tuple[str, ...]:
         return ("No inputs: nothing was proven or attacked.",)
     if run.attack is None:
         proven = int(r.correct_certified.sum())
+        hint = ("Verify at one eps (certify bounds --eps, where the PGD attack runs by default) to see how much of "
+                "the rest an attack can break." if run.number("eps") is None else
+                "Run with an attack (--attack) to see how much of the rest an attack can break.")
         return (f"No attack was run, so only a lower bound on robust accuracy is known: proven {_pct(proven, n)}.",
-                "Run with an attack to see how much of the rest an attack can break.")
+                hint)
     if eps is None:
         return ("The attack's eps is not recorded, so proven and observed accuracy cannot be compared.",)
     proven = int(r.certified_at(eps).sum())

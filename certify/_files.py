@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from pathlib import Path
 
 
 def write_text_atomic(path, text: str) -> None:
-    """Writes `text` to a temporary file beside `path`, flushed to disk, then renames it over `path`."""
+    """Writes `text` (UTF-8) to a temporary file beside `path`, flushed to disk, then moves it over
+    `path` with os.replace: a crash leaves either the old file or the new one. An existing file keeps
+    its permissions; a new one gets what open() would give (mkstemp alone gives 0600)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(text.encode("utf-8"))
             f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+            os.fsync(f.fileno())  # the bytes are on disk before the name points at them
+        os.chmod(temporary, _mode_for(path))
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+def _mode_for(path: Path) -> int:
+    try:
+        return path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        umask = os.umask(0o022)  # the umask can only be read by setting it; set it back at once
+        os.umask(umask)
+        return 0o666 & ~umask

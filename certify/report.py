@@ -26,20 +26,19 @@ with the Agg canvas; pyplot, and its global figure registry, is never imported.
 from __future__ import annotations
 
 import base64
-import contextlib
 import html
 import io
 import math
 import numbers
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from certify._files import write_text_atomic
 from certify.smoothing.results import ABSTAIN
 
 __all__ = ["SCHEMA", "render_html", "render_markdown", "write_report"]
@@ -843,29 +842,4 @@ def write_report(cert: dict, html_path: str | os.PathLike | None = None,
         raise ValueError(f"html_path and markdown_path must differ, both are {html_path!r}")
     documents = [(Path(path), render(cert)) for path, render in targets]
     for path, text in documents:
-        _write_atomically(path, text)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(text.encode("utf-8"))
-            f.flush()
-            os.fsync(f.fileno())  # the bytes are on disk before the name points at them
-        os.chmod(temporary, _mode_for(path))
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-
-
-def _mode_for(path: Path) -> int:
-    """An existing report keeps its permissions; a new one gets what open() would give (mkstemp gives 0600)."""
-    try:
-        return path.stat().st_mode & 0o777
-    except FileNotFoundError:
-        umask = os.umask(0o022)  # the umask can only be read by setting it; set it back at once
-        os.umask(umask)
-        return 0o666 & ~umask
+        write_text_atomic(path, text)

@@ -4,17 +4,11 @@ prints reproduce its certificates."""
 
 import json
 import shlex
-import subprocess
-import sys
 
 import pytest
+from run_files import run_cli
 
-
-def certify(*args, cwd, timeout=300):
-    # Run from an empty folder: from the repository root, `python -m` would import the source tree.
-    return subprocess.run([sys.executable, "-m", "certify.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd)
-
+certify = run_cli
 
 @pytest.mark.parametrize("args,match", [
     (["--inputs", "-5"], "--inputs"),

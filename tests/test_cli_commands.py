@@ -11,18 +11,12 @@ import time
 
 import pytest
 import torch
-from run_files import make_files
+from run_files import make_files, run_cli, stored_rows
 from torch import nn
 
 from certify.formats.onnx_import import export_onnx
 
-
-def certify(*args, cwd, timeout=180):
-    """Runs `certify ARGS` from `cwd` (not the repository root, whose source tree would shadow the
-    installed package)."""
-    return subprocess.run([sys.executable, "-m", "certify.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd)
-
+certify = run_cli
 
 @pytest.fixture
 def files(tmp_path):
@@ -127,11 +121,11 @@ def test_kill_and_resume_gives_identical_rows(tmp_path):
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     store = tmp_path / "cut" / "run.sqlite"
     deadline = time.time() + 120
-    while time.time() < deadline and _count(store) < 5:
+    while time.time() < deadline and stored_rows(store) < 5:
         time.sleep(0.05)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    stored = _count(store)
+    stored = stored_rows(store)
     assert 5 <= stored < 40, "the kill must land mid-run"
     assert not (tmp_path / "cut" / "certificate.json").exists()
 
@@ -147,16 +141,6 @@ def test_kill_and_resume_gives_identical_rows(tmp_path):
 
     assert [i for i, _ in rows("cut")] == list(range(40))  # no gaps, no duplicates
     assert rows("cut") == rows("whole")
-
-
-def _count(store) -> int:
-    if not store.exists():
-        return 0
-    try:
-        with sqlite3.connect(store) as db:
-            return db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
-    except sqlite3.OperationalError:  # the table is not created yet
-        return 0
 
 
 # ---------------------------------------------------------------------------- bad input

@@ -3,12 +3,11 @@ and a worker killed mid-run loses nothing (its chunks are certified again, ident
 
 import os
 import signal
-import sqlite3
 import threading
 import time
 
 import pytest
-from run_files import make_files
+from run_files import make_files, small_chunks, stored_rows
 
 from certify.cli import bounds_method, smoothing_method
 from certify.runs import run
@@ -44,16 +43,6 @@ def comparable(cert):
     return rest, rows, summary
 
 
-def small_chunks(monkeypatch, size):
-    original = run.make_job
-
-    def make(inputs, method):
-        job = original(inputs, method)
-        job.chunk = size
-        return job
-    monkeypatch.setattr(run, "make_job", make)
-
-
 @pytest.mark.parametrize("method", [SMOOTH, BOUNDS], ids=["smooth", "bounds"])
 def test_ray_certificate_equals_local(cluster, tmp_path, monkeypatch, method):
     model, data = make_files(tmp_path, count=20)
@@ -78,10 +67,10 @@ def test_killed_worker_loses_nothing(cluster, tmp_path, monkeypatch):
     def kill_one_worker_mid_run():
         deadline = time.time() + 120
         while time.time() < deadline:
-            if store.exists() and backend.actors and _rows(store) >= 4:
+            if store.exists() and backend.actors and stored_rows(store) >= 4:
                 pid = backend.pids()[0]
                 os.kill(pid, signal.SIGKILL)
-                killed.append((pid, _rows(store)))
+                killed.append((pid, stored_rows(store)))
                 return
             time.sleep(0.05)
 
@@ -93,14 +82,6 @@ def test_killed_worker_loses_nothing(cluster, tmp_path, monkeypatch):
     assert backend.restarts >= 1
     assert [r["index"] for r in distributed["results"]] == list(range(40))  # none lost, none twice
     assert comparable(distributed) == comparable(local)
-
-
-def _rows(store) -> int:
-    try:
-        with sqlite3.connect(store) as db:
-            return db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0
 
 
 def test_driver_resume_with_ray(cluster, tmp_path, monkeypatch):

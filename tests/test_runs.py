@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from run_files import make_files
+from run_files import make_files, small_chunks, without_times
 
 from certify import certificate
 from certify.cli import bounds_method, smoothing_method
@@ -24,10 +24,6 @@ def files(tmp_path):
     return make_files(tmp_path)
 
 
-def without_times(rows):
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
-
-
 @pytest.mark.parametrize("method", [SMOOTH, BOUNDS], ids=["smooth", "bounds"])
 def test_interrupted_run_resumes_to_the_same_rows(files, tmp_path, monkeypatch, method):
     inputs = run.prepare(*files)
@@ -41,8 +37,7 @@ def test_interrupted_run_resumes_to_the_same_rows(files, tmp_path, monkeypatch, 
         raise KeyboardInterrupt
 
     monkeypatch.setattr(ProgressLine, "add_inputs", interrupt)
-    for job_chunk in (5,):
-        monkeypatch.setattr(run, "make_job", _small_chunks(run.make_job, job_chunk))
+    small_chunks(monkeypatch, 5)
     with pytest.raises(KeyboardInterrupt):
         run.execute(tmp_path / "cut", inputs, method, quiet=True)
     store = RunStore.load(tmp_path / "cut")
@@ -56,14 +51,6 @@ def test_interrupted_run_resumes_to_the_same_rows(files, tmp_path, monkeypatch, 
     resumed = run.execute(tmp_path / "cut", inputs, method, resume=True, quiet=True)
     assert without_times(resumed["results"]) == without_times(whole["results"])
     assert [r["index"] for r in resumed["results"]] == list(range(12))
-
-
-def _small_chunks(make_job, size):
-    def make(inputs, method):
-        job = make_job(inputs, method)
-        job.chunk = size
-        return job
-    return make
 
 
 def test_resume_refuses_other_settings(files, tmp_path):

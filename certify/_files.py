@@ -27,6 +27,19 @@ def write_text_atomic(path, text: str) -> None:
         raise
 
 
+def remove_stale_temporaries(folder) -> list[Path]:
+    """Deletes the temporary files write_text_atomic leaves in `folder` when its process is killed
+    between creating and renaming one (".NAME.XXXX.tmp"). Only for a folder this process holds
+    exclusively (a run folder under its lock): another writer's temporary would vanish under it."""
+    removed = []
+    for path in Path(folder).glob(".*.tmp"):
+        if path.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
 def _mode_for(path: Path) -> int:
     try:
         return path.stat().st_mode & 0o777

@@ -18,18 +18,22 @@ __all__ = ["pgd"]
 
 
 def pgd(model, x: torch.Tensor, labels: torch.Tensor, eps: float, norm: str = "linf", *, domain=None,
-        steps: int = 50, restarts: int = 2, seed: int = 0, indices=None) -> torch.Tensor:
+        steps: int = 50, restarts: int = 2, seed: int = 0, indices=None, points: bool = False):
     """True per input where PGD found x' with ||x' - x|| <= eps (and x' in the domain box, l_inf)
     on which the model's top class is not the label. x: (B, *shape) float32; labels: (B,).
 
     Loss: the largest other logit minus the label's (Carlini-Wagner margin). Steps of 2.5 eps /
     steps (sign of the gradient for l_inf, the normalised gradient for l2), random starts drawn
     per input from (seed, indices[i], restart), so an input's attack does not depend on the
-    others in its batch (indices default to 0..B-1)."""
+    others in its batch (indices default to 0..B-1).
+
+    points=True returns (found, where): `where` (B, *shape) float32 holds the misclassified point
+    for each input found (the input itself when the model misclassifies it), the input elsewhere."""
     x = x.float()
     lower, upper = _box(x, eps, norm, domain)
     indices = list(range(len(x))) if indices is None else [int(i) for i in indices]
     found = _misclassified(model, x, labels)
+    where = x.clone()
     step = 2.5 * eps / steps
     for restart in range(restarts):
         todo = ~found
@@ -53,7 +57,8 @@ def pgd(model, x: torch.Tensor, labels: torch.Tensor, eps: float, norm: str = "l
                 adv = _project(adv, xs, lo, hi, eps, norm)
         hit = _misclassified(model, adv, ys) & _inside(adv, xs, lo, hi, eps, norm)
         found[todo.nonzero().squeeze(1)[hit]] = True
-    return found
+        where[todo.nonzero().squeeze(1)[hit]] = adv[hit]
+    return (found, where) if points else found
 
 
 def _start_seed(seed: int, index: int, restart: int) -> int:

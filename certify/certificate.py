@@ -11,6 +11,7 @@ a label, a parameter) breaks it.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import math
@@ -23,12 +24,17 @@ import numpy as np
 
 from certify._files import write_text_atomic
 
-__all__ = ["SCHEMA_ID", "build", "summarize", "guarantee", "sign", "check", "load", "write_json", "keygen",
-           "DEFAULT_SMOOTHING_RADII"]
+__all__ = ["SCHEMA_ID", "build", "summarize", "guarantee", "sign", "load_signing_key", "check", "check_method",
+           "method_problems", "failures", "CertificateCheckError", "load", "write_json", "keygen", "DEFAULT_SMOOTHING_RADII"]
 
 SCHEMA_ID = "certify.certificate/1"
 DEFAULT_SMOOTHING_RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
 NORM_NAMES = {"l2": "ℓ2", "l1": "ℓ1", "linf": "ℓ∞"}
+
+
+class CertificateCheckError(RuntimeError):
+    """A certificate about to be written fails its own checks (a run store edited or damaged):
+    nothing is written or signed. The command line exits 1 (failure), not 2."""
 
 
 # ---------------------------------------------------------------------------- building
@@ -110,17 +116,53 @@ def guarantee(method: dict) -> str:
             f"Clopper-Pearson bound from {method['n']} samples, the class chosen from {method['n0']} independent "
             f"samples; noise from Philox4x32-10 with seed {method['seed']})."
         )
+    return _bounds_guarantee(method)
+
+
+def _bounds_guarantee(method: dict) -> str:
+    """Bounds: what "verified" means for the method's inference ("exact", the default of
+    certificates written before the field existed, or "float32")."""
     norm = NORM_NAMES[method["norm"]]
     where = f"intersected with the box [{method['domain'][0]}, {method['domain'][1]}] " if method["domain"] else ""
-    ball = (f"every point x' with ||x' - x||{norm[1:]} <= ε = {method['eps']} {where}"
-            if method["procedure"] == "verify" else
-            f"every point x' with ||x' - x||{norm[1:]} <= `radius` {where}")
+    size = f"ε = {method['eps']}" if method["procedure"] == "verify" else "`radius`"
+    ball = f"every point x' with ||x' - x||{norm[1:]} <= {size} {where}"
+    proof = f"{method['method'].upper()} bound propagation with outward rounding"
+    if "inference" not in method:  # the text of certificates written before the inference field (exact)
+        return (
+            f"For each input marked verified, the model's logit for the label exceeds every other logit at {ball}"
+            f"(so the model classifies all of them as the label), proven by {proof}: the statement holds in exact "
+            "real arithmetic for the network with its stored float32 weights. It is deterministic: there is no "
+            "failure probability. Inputs not verified may still be robust; the PGD accuracy, where given, bounds the "
+            "true robust accuracy from above."
+        )
+    if method["inference"] == "exact":
+        return (
+            "For each input marked verified, the exact network (the model's layers evaluated in exact real "
+            f"arithmetic on its stored float32 weights) gives the label a larger logit than every other class at "
+            f"{ball}(so the exact network classifies all of them as the label), proven by {proof}. It is a "
+            "statement about the exact network, not about the model run in float32: where logits lie within float32 "
+            "rounding of each other, the float32 forward pass may return another class. A row's `float32_disagrees` "
+            "lists where that happened on a verified input: at the input itself ('input'; its prediction, the "
+            "float32 argmax, is then not the label) or at the point the PGD attack found ('attack'; not counted as "
+            "attacked), each confirmed to be float32 rounding by a float64 run of the model, which classifies the "
+            "point as the label. The verified accuracy counts the inputs that are verified and whose float32 "
+            "prediction is the label. It is deterministic: there is no failure probability. Inputs not verified may "
+            "still be robust; the PGD accuracy (inputs whose float32 prediction is the label and that the attack, "
+            "run in float32, did not break), where given, bounds the robust accuracy from above."
+        )
     return (
-        f"For each input marked verified, the model's logit for the label exceeds every other logit at {ball}"
-        f"(so the model classifies all of them as the label), proven by {method['method'].upper()} bound propagation "
-        "with outward rounding: the statement holds in exact real arithmetic for the network with its stored "
-        "float32 weights. It is deterministic: there is no failure probability. Inputs not verified may still be "
-        "robust; the PGD accuracy, where given, bounds the true robust accuracy from above."
+        "For each input marked verified, the model run in float32 returns the label as its argmax (the label's "
+        f"float32 logit strictly exceeds every other) at every float32 point x' with ||x' - x||{norm[1:]} <= "
+        f"{size}{' ' + where.strip() if where else ''}: for any float32 forward pass that sums the products of "
+        "each Linear and Conv2d layer in any order and grouping, with or without fused multiply-add, and computes batch norm, normalisation by "
+        "constants, average pooling, ReLU and residual additions in float32 with the stored parameters, with or "
+        f"without flushing subnormal numbers to zero. Proven by {proof} (bounds on the exact network with the "
+        "stored float32 weights), less a rigorous bound on the rounding error of such a forward pass at every "
+        "neuron (Higham's γ_n terms propagated through the layers, certify.bounds.float32). It assumes IEEE float32 "
+        "arithmetic throughout: no Winograd or FFT convolution, no TF32, bfloat16 or other reduced-precision "
+        "float32 modes, no fast-math rewriting. It is deterministic: there is no failure probability. The verified "
+        "accuracy counts the verified inputs (each classified as the label in float32). Inputs not verified may "
+        "still be robust; the PGD accuracy, where given, bounds the robust accuracy from above."
     )
 
 
@@ -152,7 +194,9 @@ def keygen(folder: Path, name: str = "certify-key") -> tuple[Path, Path]:
     return private_path, public_path
 
 
-def sign(cert: dict, private_key_path: Path) -> dict:
+def load_signing_key(private_key_path: Path):
+    """The Ed25519 private key in a PEM file (ValueError otherwise). Runs call this before any work,
+    so a wrong key is refused at once, not after hours of certification."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -162,6 +206,15 @@ def sign(cert: dict, private_key_path: Path) -> dict:
         raise ValueError(f"cannot read the signing key {private_key_path}: {exc}") from exc
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError(f"{private_key_path} is not an Ed25519 private key (make one with certify keygen)")
+    return key
+
+
+def sign(cert: dict, key) -> dict:
+    """cert with an Ed25519 signature; key: a private key from load_signing_key, or its PEM file."""
+    from cryptography.hazmat.primitives import serialization
+
+    if isinstance(key, (str, os.PathLike)):
+        key = load_signing_key(key)
     public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     signed = {k: v for k, v in cert.items() if k != "signature"}
     signed["signature"] = {"algorithm": "ed25519", "public_key": base64.b64encode(public).decode(),
@@ -184,18 +237,67 @@ def _public_key_raw(path: Path) -> bytes:
 
 # ---------------------------------------------------------------------------- checking
 def load(path: Path) -> dict:
-    """The certificate in `path`. Refused: duplicate keys (a signature covers one reading of the
-    file, and another reader could take the other value), NaN, infinities and numbers that
-    overflow to them."""
+    """The certificate in `path`. Refused, each with a ValueError naming the problem: files over the
+    size limit, JSON nested deeper than the depth limit (certificates are 4 levels deep; a deep file
+    would exhaust the parser's recursion), duplicate keys (a signature covers one reading of the
+    file, and another reader could take the other value), NaN, infinities, numbers that overflow to
+    them, and integers beyond ±2^63 (no count, index or seed is that large; a larger one would
+    overflow the arithmetic that checks it)."""
+    from certify import limits
+
+    path = Path(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            cert = json.load(f, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+        limits.check("file_bytes", path.stat().st_size, f"certificate {path}")
+        raw = path.read_bytes()
     except FileNotFoundError as exc:
         raise ValueError(f"certificate {path} does not exist") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except IsADirectoryError as exc:
+        raise ValueError(f"certificate {path} is a folder, not a file") from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not a JSON certificate: {exc}") from exc
+    depth = _nesting_depth(text)
+    if depth > limits.value("json_depth"):
+        limits.check("json_depth", depth, f"certificate {path}")
+    try:
+        cert = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant, parse_int=_bounded_int)
+    except json.JSONDecodeError as exc:
         raise ValueError(f"{path} is not a JSON certificate: {exc}") from exc
     _finite(cert, path)
     return cert
+
+
+def _nesting_depth(text: str) -> int:
+    """The deepest nesting of [ and { outside strings, found without recursion."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+INT_LIMIT = 2**63
+
+
+def _bounded_int(digits: str) -> int:
+    if len(digits.lstrip("-")) > 19 or not -INT_LIMIT <= int(digits) < INT_LIMIT:
+        shown = digits if len(digits) <= 24 else digits[:20] + f"... ({len(digits)} digits)"
+        raise ValueError(f"the certificate holds the integer {shown}, beyond ±2^63")
+    return int(digits)
 
 
 def _unique_keys(pairs):
@@ -220,37 +322,93 @@ def _finite(value, path) -> None:
             _finite(item, path)
 
 
+@functools.lru_cache(maxsize=1)
+def _schema_text() -> str:
+    return resources.files("certify").joinpath("schemas/certificate-1.schema.json").read_text()
+
+
 def schema() -> dict:
-    return json.loads(resources.files("certify").joinpath("schemas/certificate-1.schema.json").read_text())
+    return json.loads(_schema_text())
+
+
+def _validator(definition: dict):
+    """A JSON Schema validator whose "integer" means a JSON integer: the standard one also takes
+    0.0 and 1e3, which would then reach range() and list indices as floats."""
+    import jsonschema
+
+    base = jsonschema.Draft202012Validator
+    checker = base.TYPE_CHECKER.redefine(
+        "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool))
+    return jsonschema.validators.extend(base, type_checker=checker)(definition)
+
+
+def method_problems(method: dict) -> list[str]:
+    """What the schema cannot say about a method's parameters taken together: each pair whose
+    values must agree for the guarantee to mean what it says. [] for a consistent method."""
+    from certify.runs.jobs import NOISES
+
+    problems = []
+    if method["family"] == "smoothing":
+        norm = NOISES[method["noise"]].norm  # Gaussian -> l2, Laplace / uniform -> l1 (Yang et al. 2020)
+        if method["norm"] != norm:
+            problems.append(f"{method['noise']} noise certifies {norm} radii, not {method['norm']}")
+        return problems
+    verify = method["procedure"] == "verify"
+    for key, wanted in (("eps", verify), ("max_eps", not verify), ("tol", not verify)):
+        if (method[key] is not None) != wanted:
+            problems.append(f"procedure {method['procedure']!r} {'needs' if wanted else 'takes no'} {key}")
+    if method["domain"] is not None:
+        lo, hi = method["domain"]
+        if not lo <= hi:
+            problems.append(f"the domain [{lo}, {hi}] is empty (it must be LO HI with LO <= HI)")
+        if method["norm"] != "linf":
+            problems.append("a domain applies to linf balls only")
+    attack = method["attack"]
+    if attack is not None:
+        if not verify:
+            problems.append("the radius procedure runs no attack")
+        elif attack["eps"] != method["eps"]:
+            problems.append(f"the attack's eps {attack['eps']} differs from the verified eps {method['eps']}")
+    return problems
 
 
 def check_method(method: dict) -> None:
-    """ValueError unless `method` is a valid smoothing or bounds method of the schema."""
-    import jsonschema
-
+    """ValueError unless `method` is a valid smoothing or bounds method of the schema whose
+    parameters agree with each other (method_problems)."""
     definitions = schema()
     family = method.get("family") if isinstance(method, dict) else None
     if family not in ("smoothing", "bounds"):
         raise ValueError(f"method family must be 'smoothing' or 'bounds', got {family!r}")
-    validator = jsonschema.Draft202012Validator({**definitions["$defs"][family], "$defs": definitions["$defs"]})
+    validator = _validator({**definitions["$defs"][family], "$defs": definitions["$defs"]})
     error = next(iter(validator.iter_errors(method)), None)
     if error is not None:
         raise ValueError(f"invalid {family} settings: {error.message}")
+    problems = method_problems(method)
+    if problems:
+        raise ValueError(f"invalid {family} settings: {'; '.join(problems)}")
 
 
 def check(cert: dict, public_key: Path | None = None) -> list[tuple[str, bool, str]]:
-    """(check, passed, detail) for each check of a certificate: schema, signature, per-row
-    recomputation (smoothing), summary recomputation. Stops after a schema failure."""
+    """(check, passed, detail) for each check of a certificate: schema, signature, method
+    consistency, per-row checks (smoothing rows recomputed from their counts), summary
+    recomputation. Stops after a schema or method failure (later checks assume both)."""
+    results = []
     import jsonschema
 
-    results = []
-    errors = sorted(jsonschema.Draft202012Validator(schema()).iter_errors(cert), key=lambda e: list(e.path))
+    errors = list(_validator(schema()).iter_errors(cert))
     if errors:
-        where = "/".join(str(p) for p in errors[0].path) or "(top level)"
-        results.append(("schema", False, f"{len(errors)} problem(s); first at {where}: {errors[0].message}"))
+        # The deepest error: inside a row (from the family's row schema), not "no oneOf branch matched".
+        relevant = jsonschema.exceptions.best_match(errors)
+        best = max(errors, key=lambda e: (len(e.absolute_path), e is relevant))
+        where = "/".join(str(p) for p in best.path) or "(top level)"
+        results.append(("schema", False, f"{len(errors)} problem(s); at {where}: {best.message[:300]}"))
         return results
     results.append(("schema", True, SCHEMA_ID))
     results.append(_check_signature(cert, public_key))
+    problems = method_problems(cert["method"])
+    results.append(("method", not problems, "; ".join(problems) if problems else "parameters consistent"))
+    if problems:
+        return results
     results.append(_check_coverage(cert))
     if cert["method"]["family"] == "smoothing":
         results.append(_check_smoothing_rows(cert))
@@ -261,6 +419,12 @@ def check(cert: dict, public_key: Path | None = None) -> list[tuple[str, bool, s
     results.append(("summary", not differ, "recomputed from the rows" if not differ else
                     f"does not match the rows: {', '.join(differ)}"))
     return results
+
+
+def failures(cert: dict) -> list[str]:
+    """The checks a freshly built certificate fails (signature aside): what `execute` runs before
+    it signs or writes one, so a run store edited by hand never becomes a signed certificate."""
+    return [f"{name}: {detail}" for name, ok, detail in check(cert) if not ok and name != "signature"]
 
 
 def _check_coverage(cert: dict) -> tuple[str, bool, str]:
@@ -275,6 +439,14 @@ def _check_coverage(cert: dict) -> tuple[str, bool, str]:
     wrong = [r["index"] for r in cert["results"] if r["correct"] != (r["prediction"] == r["label"])]
     if wrong:
         return ("coverage", False, f"'correct' does not equal prediction == label for input {wrong[0]}")
+    classes = cert["model"]["num_classes"]
+    smoothing = cert["method"]["family"] == "smoothing"
+    for r in cert["results"]:
+        if not (0 <= r["label"] < classes and -smoothing <= r["prediction"] < classes):
+            return ("coverage", False, f"input {r['index']}: label {r['label']} or prediction {r['prediction']} is "
+                                       f"not a class of the model's {classes}")
+        if smoothing and len(r["counts"]) != classes:
+            return ("coverage", False, f"input {r['index']}: {len(r['counts'])} class counts for {classes} classes")
     if cert["guarantee"] != guarantee(cert["method"]):
         return ("coverage", False, "the guarantee's text is not the one this method proves")
     return ("coverage", True, f"{count} rows, inputs 0..{count - 1} in order; guarantee matches the method")
@@ -282,8 +454,10 @@ def _check_coverage(cert: dict) -> tuple[str, bool, str]:
 
 def _check_bounds_rows(cert: dict) -> tuple[str, bool, str]:
     """What a bounds row can claim: the radius its procedure gives, no verified input broken by
-    the attack, a positive margin where verified."""
+    the attack, a positive margin where verified, a verified input's float32 prediction the label
+    unless (exact inference) `float32_disagrees` records the float32 rounding effect."""
     m = cert["method"]
+    exact = m.get("inference", "exact") == "exact"
     for row in cert["results"]:
         i = row["index"]
         if m["procedure"] == "verify":
@@ -296,8 +470,16 @@ def _check_bounds_rows(cert: dict) -> tuple[str, bool, str]:
                                    "or not matching its verified flag")
         if row["verified"] and row["attacked"]:
             return ("rows", False, f"input {i}: verified, yet the attack broke it")
-        if row["verified"] and not row["correct"]:
+        disagrees = row.get("float32_disagrees", [])
+        if disagrees and not (exact and row["verified"]):
+            return ("rows", False, f"input {i}: float32_disagrees belongs to verified inputs under exact inference")
+        if row["verified"] and not row["correct"] and "input" not in disagrees:
             return ("rows", False, f"input {i}: verified but its prediction is not the label")
+        if "input" in disagrees and row["correct"]:
+            return ("rows", False, f"input {i}: float32_disagrees lists the input, whose prediction is the label")
+        if "attack" in disagrees and (m["attack"] is None or m["attack"]["eps"] > row["radius"]):
+            return ("rows", False, f"input {i}: float32_disagrees lists an attack point outside any attack "
+                                   "inside its verified ball")
         if (m["attack"] is None) != (row["attacked"] is None):
             return ("rows", False, f"input {i}: 'attacked' does not match whether an attack was run")
     return ("rows", True, f"{len(cert['results'])} rows consistent with the method")
@@ -339,6 +521,9 @@ def _check_smoothing_rows(cert: dict) -> tuple[str, bool, str]:
     noise = NOISES[m["noise"]](m["scale"])
     dim = math.prod(cert["model"]["input_shape"])
     tail = noise.tail_mass(dim, m["backend"])
+    if not 0.0 <= tail < 1.0:
+        return ("rows", False, f"the input shape {cert['model']['input_shape']} leaves the sampler no probability "
+                               "to certify (its tail mass reaches 1)")
     bad = []
     for row in cert["results"]:
         counts = row["counts"]

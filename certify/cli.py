@@ -52,6 +52,10 @@ def _errors_to_exit_codes(command):
                        err=True)
             sys.exit(EXIT_INTERRUPTED)
         except Exception as exc:
+            from certify.certificate import CertificateCheckError
+
+            if isinstance(exc, CertificateCheckError):
+                raise Failure(str(exc)) from exc
             if os.environ.get("CERTIFY_DEBUG"):
                 raise
             raise Failure(f"{type(exc).__name__}: {exc} (set CERTIFY_DEBUG=1 for the traceback)") from exc
@@ -241,13 +245,22 @@ def _announce(quiet: bool, inputs, what: str) -> None:
               help="Also run a PGD attack at eps: the accuracy under attack bounds robust accuracy from above.")
 @click.option("--attack-steps", type=click.IntRange(min=1), default=50, show_default=True, help="PGD steps.")
 @click.option("--attack-restarts", type=click.IntRange(min=1), default=2, show_default=True, help="PGD restarts.")
+@click.option("--inference", type=click.Choice(["exact", "float32"]), default="exact", show_default=True,
+              help="What 'verified' speaks of. exact: the network in exact real arithmetic on its stored float32 "
+                   "weights (a float32 run may still differ where logits tie to within rounding; rows record "
+                   "it). float32: the model's own float32 forward pass, with any summation order and with or "
+                   "without FMA, returns the label at every float32 point of the ball (the margin must also "
+                   "beat a rigorous bound on the forward pass's rounding error; assumes no Winograd/FFT "
+                   "convolution and no TF32/bf16 or fast-math modes).")
 @_errors_to_exit_codes
 def bounds(model_path, arch, trust_code, data_spec, labels, limit, out, resume, sign_key, quiet, backend_name, address,
-           workers, eps, norm, method, radius_mode, max_eps, tol, domain, attack, attack_steps, attack_restarts):
+           workers, eps, norm, method, radius_mode, max_eps, tol, domain, attack, attack_steps, attack_restarts,
+           inference):
     """Bound propagation: verify each input's label on a ball (sound in floating point).
 
     Verified means the label's logit exceeds every other logit everywhere in the ball, proven in
-    exact arithmetic for the float32 network: no failure probability.
+    exact arithmetic for the float32 network (--inference exact), or for the model's float32
+    forward pass in any summation order (--inference float32): no failure probability.
     """
     from certify.runs import run
 
@@ -259,17 +272,19 @@ def bounds(model_path, arch, trust_code, data_spec, labels, limit, out, resume, 
     inputs = run.prepare(model_path, data_spec, arch=arch, labels=labels, limit=limit, trust_code=trust_code)
     method_ = bounds_method(method, norm, eps, max_eps if radius_mode else None, tol if radius_mode else None, domain,
                             {"name": "pgd", "eps": eps, "steps": attack_steps, "restarts": attack_restarts, "seed": 0}
-                            if attack and not radius_mode else None)
-    _announce(quiet, inputs, f"bounds: {method} over {norm} " + (f"eps={eps}" if eps else f"radius up to {max_eps}"))
+                            if attack and not radius_mode else None, inference=inference)
+    _announce(quiet, inputs, f"bounds: {method} over {norm} " + (f"eps={eps}" if eps else f"radius up to {max_eps}")
+              + f", {inference} inference")
     cert = run.execute(out, inputs, method_, resume=resume, quiet=quiet, sign_key=sign_key,
                        backend=_backend(backend_name, address, workers))
     _finish(cert, out, quiet, started)
 
 
-def bounds_method(method, norm, eps, max_eps, tol, domain, attack) -> dict:
+def bounds_method(method, norm, eps, max_eps, tol, domain, attack, inference: str = "exact") -> dict:
     return {"family": "bounds", "procedure": "verify" if eps is not None else "radius", "method": method,
             "norm": norm, "eps": eps, "max_eps": max_eps, "tol": tol,
-            "domain": list(domain) if domain is not None else None, "sound": True, "attack": attack}
+            "domain": list(domain) if domain is not None else None, "sound": True, "attack": attack,
+            "inference": inference}
 
 
 # ---------------------------------------------------------------------------- vnnlib
@@ -278,7 +293,9 @@ def bounds_method(method, norm, eps, max_eps, tol, domain, attack) -> dict:
               help="The network, as ONNX.")
 @click.option("--spec", required=True, type=click.Path(dir_okay=False, path_type=Path), help="VNN-LIB property file.")
 @click.option("--timeout", type=float, default=None, callback=_positive("--timeout"),
-              help="Seconds before answering 'timeout'.")
+              help="Seconds before answering 'timeout', counted from the command's start (reading the model "
+                   "and the property included). The answer comes within TIMEOUT + 2 seconds, for networks whose "
+                   "forward pass on one input takes well under a second.")
 @click.option("--method", type=click.Choice(["ibp", "crown", "crown-ibp"]), default="crown", show_default=True)
 @click.option("--result", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the answer to this result file (VNN-COMP form).")
@@ -287,26 +304,66 @@ def vnnlib(model_path, spec, timeout, method, result):
     """Check a VNN-LIB property (VNN-COMP format) on an ONNX network.
 
     Prints `unsat` (proven: no input in the box satisfies the output constraints), `sat` and a
-    counterexample (found by attack, checked by running the model), `unknown`, or `timeout`.
+    counterexample (found by attack, checked by running the model in float32 and float64 and, when
+    onnxruntime is installed, by onnxruntime on the ONNX file), `unknown`, or `timeout`.
     """
+    started = time.perf_counter()
+    deadline = None if timeout is None else started + timeout
+    _refuse_non_onnx(model_path)
+
     import torch
 
     from certify.formats import vnnlib as vnn
     from certify.formats.model_files import load_model
+
+    def answer(verdict) -> None:
+        text = vnn.format_result(verdict)
+        if result is not None:
+            from certify._files import write_text_atomic
+
+            write_text_atomic(result, text)
+        click.echo(text.rstrip("\n"))
+
+    def time_up() -> None:
+        answer(vnn.Verdict("timeout", None, time.perf_counter() - started))
 
     loaded = load_model(model_path)
     if loaded.input_shape is None:
         raise BadInput("certify vnnlib takes an ONNX model (the input shape comes from its graph)")
     with torch.no_grad():
         num_outputs = int(loaded.module(torch.zeros(1, *loaded.input_shape)).numel())
-    prop = vnn.read_vnnlib(spec, num_inputs=math.prod(loaded.input_shape), num_outputs=num_outputs)
-    verdict = vnn.check_property(loaded.module, loaded.input_shape, prop, timeout=timeout, method=method)
-    text = vnn.format_result(verdict)
-    if result is not None:
-        from certify._files import write_text_atomic
+    try:
+        prop = vnn.read_vnnlib(spec, num_inputs=math.prod(loaded.input_shape), num_outputs=num_outputs,
+                               deadline=deadline)
+    except TimeoutError:
+        return time_up()
+    remaining = None if deadline is None else deadline - time.perf_counter()
+    if remaining is not None and remaining <= 0:
+        return time_up()
+    answer(vnn.check_property(loaded.module, loaded.input_shape, prop, timeout=remaining, method=method,
+                              replay=model_path))
+    return None
 
-        write_text_atomic(result, text)
-    click.echo(text.rstrip("\n"))
+
+def _refuse_non_onnx(path: Path) -> None:
+    """`certify vnnlib` reads ONNX only (the input shape comes from the graph, and onnxruntime
+    replays counterexamples on the file): refuse state dicts and torch archives with a message that
+    says so, before load_model asks for options (--arch, --trust-model-code) this command lacks."""
+    if not path.is_file():
+        return  # load_model says that it does not exist
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(b"PK"):
+        what = "a zip archive (a torch.save state dict, a torch.export or a TorchScript archive)"
+    elif head[:1] == b"\x80":
+        what = "a pickle (torch.save)"
+    elif path.suffix != ".onnx":
+        what = "not an .onnx file"
+    else:
+        return
+    raise BadInput(f"certify vnnlib takes an ONNX model (a .onnx file); {path} is {what}. Export the network "
+                   "to ONNX with certify.formats.onnx_import.export_onnx(model, input_shape, path) or "
+                   "torch.onnx.export(..., dynamo=False)")
 
 
 # ---------------------------------------------------------------------------- report / export

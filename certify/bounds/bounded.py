@@ -9,16 +9,17 @@ import numpy as np
 import torch
 
 from certify import _checks
-from certify.bounds import reference
+from certify.bounds import float32, reference
 from certify.bounds.graph import Graph, trace
 from certify.bounds.native import NativeEngine
-from certify.bounds.reference import InputSet, margin_spec, to_f32_down, to_f32_up
+from certify.bounds.reference import InputSet, down, margin_spec, to_f32_down, to_f32_up, up
 
 __all__ = ["BoundedModel", "Bounds"]
 
 METHODS = ("ibp", "crown", "crown-ibp")
 NORMS = ("linf", "l2")
 ENGINES = ("native", "torch")
+INFERENCES = ("exact", "float32")
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,10 @@ class BoundedModel:
 
     Every method takes `sound=True` (default): bounds hold in exact arithmetic for the network as
     a real-valued function of its float32 parameters; `sound=False` gives plain float32 bounds.
+    `inference="float32"` (bounds, margins, verify, radius) speaks of the model run in float32
+    instead: the bounds then also hold for the values a float32 forward pass computes, in any
+    summation order, with or without FMA (certify.bounds.float32 states the argument and what it
+    assumes); `inference="exact"` (default) is the exact network.
     `domain=(lo, hi)` intersects an l_inf ball with the box [lo, hi] (e.g. (0, 1) for pixels).
 
     engine: "native" (the C++ engine: OpenBLAS GEMMs, OpenMP, CPU) or "torch" (the plain-PyTorch,
@@ -118,6 +123,23 @@ class BoundedModel:
         return eps
 
     @staticmethod
+    def _inference(inference: str, sound: bool, grad: bool = False) -> bool:
+        """True for float32 inference (checked: it needs sound bounds and gives no gradients)."""
+        if inference not in INFERENCES:
+            raise ValueError(f"inference must be one of {INFERENCES}, got {inference!r}")
+        if inference == "float32" and not sound:
+            raise ValueError("inference='float32' needs sound=True (its error bound adds to sound bounds)")
+        if inference == "float32" and grad:
+            raise ValueError("inference='float32' gives no gradients (use inference='exact' for training)")
+        return inference == "float32"
+
+    def _float32_error(self, input_set: InputSet) -> torch.Tensor:
+        """(B, num_outputs) float64: the float32 forward pass's logits lie within this of the exact ones."""
+        engine = self._engine_for(input_set.centre)
+        graph = engine.graph if input_set.centre.device.type != "cpu" else self.graph
+        return float32.output_error(graph, input_set)
+
+    @staticmethod
     def _method(method: str) -> str:
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -135,33 +157,50 @@ class BoundedModel:
 
     # ------------------------------------------------------------------ API
     def bounds(self, x, eps, norm: str = "linf", method: str = "crown", *, domain=None, sound: bool = True,
-               grad: bool = False) -> Bounds:
+               grad: bool = False, inference: str = "exact") -> Bounds:
         """Bounds on the logits over the ball of radius eps (a number or one per input) around each input.
 
         grad=True (engine='torch' only) keeps the autograd graph: the bounds are differentiable in
-        the model's Linear/Conv2d parameters, for certified training."""
+        the model's Linear/Conv2d parameters, for certified training. inference='float32': bounds on
+        the logits a float32 forward pass computes at the ball's float32 points (the exact bounds
+        widened by the rounding-error bound of certify.bounds.float32)."""
+        as_float32 = self._inference(inference, sound, grad)
         input_set = self._input_set(x, eps, norm, domain, sound)
+        batch = len(input_set.centre)
         if self._method(method) == "ibp":  # the output's interval itself
             lower, upper = self._engine_for(input_set.centre).ibp_output_box(input_set, sound, grad)
-            batch = len(input_set.centre)
-            return Bounds(lower=lower.reshape(batch, -1), upper=upper.reshape(batch, -1))
-        both = self._engine_for(input_set.centre).compute_bounds(input_set, method, sound, grad=grad)
-        k = self.num_outputs
-        return Bounds(lower=both[:, :k], upper=-both[:, k:])
+            lower, upper = lower.reshape(batch, -1), upper.reshape(batch, -1)
+        else:
+            both = self._engine_for(input_set.centre).compute_bounds(input_set, method, sound, grad=grad)
+            k = self.num_outputs
+            lower, upper = both[:, :k], -both[:, k:]
+        if as_float32:
+            e = self._float32_error(input_set).to(lower.device) * (1 + 2.0**-50)
+            inf = float("inf")
+            lower = torch.nan_to_num(down((lower.double() - e).float()), nan=-inf, posinf=inf, neginf=-inf)
+            upper = torch.nan_to_num(up((upper.double() + e).float()), nan=inf, posinf=inf, neginf=-inf)
+        return Bounds(lower=lower, upper=upper)
 
     def margins(self, x, labels, eps, norm: str = "linf", method: str = "crown", *, domain=None,
-                sound: bool = True, grad: bool = False) -> torch.Tensor:
+                sound: bool = True, grad: bool = False, inference: str = "exact") -> torch.Tensor:
         """Lower bounds on logit[label] - logit[j] for every j != label: (B, num_outputs - 1).
 
         The margin matrix is folded into the back-substitution (for IBP: into the last Linear
-        layer), which is tighter than subtracting logit bounds. grad: as in bounds()."""
+        layer), which is tighter than subtracting logit bounds. grad: as in bounds().
+        inference='float32': lower bounds on the margins of the logits a float32 forward pass
+        computes at the ball's float32 points: the exact margin bound less e_label + e_j, the
+        rounding-error bounds of the two logits (certify.bounds.float32)."""
         if self.num_outputs < 2:
             raise ValueError("margins need a model with at least 2 outputs (classes); use bounds() for one output")
+        as_float32 = self._inference(inference, sound, grad)
         input_set = self._input_set(x, eps, norm, domain, sound)
         labels = self._labels(labels, len(input_set.centre)).to(input_set.centre.device)
         spec = margin_spec(labels, self.num_outputs)
-        return self._engine_for(input_set.centre).compute_bounds(input_set, self._method(method), sound, spec=spec,
-                                                                 grad=grad)
+        margins = self._engine_for(input_set.centre).compute_bounds(input_set, self._method(method), sound, spec=spec,
+                                                                    grad=grad)
+        if as_float32:
+            margins = float32.float32_margins(margins, self._float32_error(input_set), labels)
+        return margins
 
     def spec_bounds(self, lower, upper, spec, method: str = "crown", *, sound: bool = True) -> torch.Tensor:
         """Lower bounds on spec @ f(x) over the box lower <= x <= upper: (B, S), rounded outward.
@@ -198,28 +237,38 @@ class BoundedModel:
                                                        spec=spec.float().to(centre.device))
 
     def verify(self, x, labels, eps, norm: str = "linf", method: str = "crown", *, domain=None,
-               sound: bool = True) -> torch.Tensor:
-        """True where every margin's lower bound is > 0: the label is certified on the whole ball."""
-        return (self.margins(x, labels, eps, norm, method, domain=domain, sound=sound) > 0).all(dim=1)
+               sound: bool = True, inference: str = "exact") -> torch.Tensor:
+        """True where every margin's lower bound is > 0: the label is certified on the whole ball.
+
+        inference='exact': the exact network (real arithmetic on the float32 weights) gives the label
+        the largest logit at every point of the ball. inference='float32': a float32 forward pass
+        (any summation order, with or without FMA) returns the label as its argmax at every float32
+        point of the ball; see certify.bounds.float32 for the evaluations this covers."""
+        return (self.margins(x, labels, eps, norm, method, domain=domain, sound=sound, inference=inference) > 0
+                ).all(dim=1)
 
     def radius(self, x, labels, norm: str = "linf", method: str = "crown", *, tol: float = 1e-3,
-               max_eps: float = 1.0, domain=None, sound: bool = True) -> torch.Tensor:
+               max_eps: float = 1.0, domain=None, sound: bool = True, inference: str = "exact") -> torch.Tensor:
         """The largest certified eps per input, by bisection on [0, max_eps].
 
         The returned radius r is certified: verify(x, labels, r) is True (or r = 0 when even the
         point itself is not). Either verify at r + tol is False, or r = max_eps; r is within tol of
         the largest eps that `verify` certifies when certification is monotone in eps (it is for
-        these methods up to rounding)."""
+        these methods up to rounding). A float64 tensor (B,): the bisection runs in float64, so r
+        is exactly the eps that was verified and r <= max_eps. inference: as in verify()."""
         tol = _checks.positive_scale("tol", tol)
         max_eps = _checks.positive_scale("max_eps", max_eps)
         x = _checks.input_tensor("x", x, self.input_shape, batched=True)
         labels = self._labels(labels, len(x))
 
         def certified(eps: torch.Tensor) -> torch.Tensor:
-            return self.verify(x, labels, eps, norm, method, domain=domain, sound=sound)
+            return self.verify(x, labels, eps, norm, method, domain=domain, sound=sound, inference=inference)
 
-        lo = torch.zeros(len(x), device=x.device)
-        hi = torch.full((len(x),), max_eps, device=x.device)
+        # float64 throughout: every eps tried is a float64 value that verify() takes as it is (the
+        # input set rounds it outward), so the radius returned is exactly an eps that was verified,
+        # and never exceeds max_eps (a float32 max_eps would: float32(0.1) > 0.1).
+        lo = torch.zeros(len(x), dtype=torch.float64, device=x.device)
+        hi = torch.full((len(x),), max_eps, dtype=torch.float64, device=x.device)
         at_max = certified(hi)
         lo[at_max] = max_eps
         ok_at_zero = certified(lo)

@@ -80,6 +80,10 @@ class ElementwiseAffine:
     s_hi: torch.Tensor
     t_lo: torch.Tensor
     t_hi: torch.Tensor
+    # For float32 inference (certify.bounds.float32): an upper bound on the magnitude of the terms
+    # that a float32 evaluation combines into the shift, where they can cancel (batch norm:
+    # |beta| + |mean * scale|); None means max(|t_lo|, |t_hi|). The exact bounds do not use it.
+    t_terms: torch.Tensor | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -328,10 +332,14 @@ class _Builder:
         shift = beta - _f64(bn.running_mean) * scale
         # The shift's error is relative to its terms (|beta| + |mean scale|, doubled for the error
         # carried in scale), not to the difference, which can cancel.
-        magnitude = 2 * (np.abs(beta) + np.abs(_f64(bn.running_mean) * scale))
+        terms = np.abs(beta) + np.abs(_f64(bn.running_mean) * scale)
+        magnitude = 2 * terms
         view = (-1,) + (1,) * (len(shape) - 1)
-        self._add(exact_affine(scale.reshape(view), shift.reshape(view), shift_magnitude=magnitude.reshape(view)),
-                  (src,), node)
+        affine = exact_affine(scale.reshape(view), shift.reshape(view), shift_magnitude=magnitude.reshape(view))
+        # The terms' size, rounded up past its few float64 ulps of error (float32 inference's bound).
+        terms32 = np.nextafter((terms * (1 + 2**-40)).astype(np.float32), np.float32(np.inf)).reshape(view)
+        affine = dataclasses.replace(affine, t_terms=torch.from_numpy(np.ascontiguousarray(terms32)))
+        self._add(affine, (src,), node)
 
     def _avg_pool(self, node, pool, src) -> None:
         if pool.ceil_mode or pool.divisor_override is not None or not pool.count_include_pad:

@@ -8,12 +8,17 @@ the noise for input i is drawn from Philox stream i, so any subset certifies as 
 from __future__ import annotations
 
 import hashlib
+import io
+import math
+import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from certify import limits
 from certify.formats import DataFileError
 from certify.formats.model_files import sha256_file
 
@@ -57,13 +62,11 @@ def load_data(spec, labels=None) -> Dataset:
     if path.suffix == ".npz":
         if labels is not None:
             raise DataFileError(f"{path} is an .npz file: its labels come from inside it; drop --labels")
-        arrays = _read(path)
-        x = _pick(arrays, INPUT_KEYS, path, "inputs")
-        y = _pick(arrays, LABEL_KEYS, path, "labels")
+        x, y = _read_npz(path)
     elif path.suffix == ".npy":
         if labels is None:
             raise DataFileError(f"{path} holds inputs only: pass --labels with a .npy file of labels")
-        x, y = _read(path), _read(Path(labels))
+        x, y = _read_npy(path, "inputs"), _read_npy(Path(labels), "labels")
     else:
         raise DataFileError(f"data file {path} must be .npz (inputs and labels) or .npy (inputs, with --labels)")
     files = [path] if labels is None else [path, Path(labels)]
@@ -78,25 +81,128 @@ def save_npz(path: Path, x: torch.Tensor, y: torch.Tensor) -> None:
     tmp.replace(path)
 
 
-def _read(path: Path):
+NPY_MAGIC = b"\x93NUMPY"
+ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip archive with members; an empty one
+_MAX_HEADER_BYTES = 65_536  # an .npy header is a short dict literal (numpy itself stops at 10,000 characters)
+_CHUNK = 1 << 24
+
+
+def _check_file(path: Path, what: str = "data file") -> bytes:
+    """Refuses a missing or too large file; returns its first 8 bytes."""
     if not path.is_file():
-        raise DataFileError(f"data file {path} does not exist")
+        raise DataFileError(f"{what} {path} does not exist")
+    limits.check("file_bytes", path.stat().st_size, f"{what} {path}")
+    with open(path, "rb") as f:
+        return f.read(8)
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The inputs and labels arrays of the .npz archive `path`, every size checked before it is
+    allocated: the file, the number of members, each member's declared size and its .npy header."""
+    head = _check_file(path)
+    if head[:4] not in ZIP_MAGICS:
+        hint = (" (it is a plain .npy array: name it .npy and pass --labels)" if head.startswith(NPY_MAGIC)
+                else "")
+        raise DataFileError(f"{path} is not an .npz (zip) archive{hint}; certify reads .npz files made by "
+                            "numpy.savez or numpy.savez_compressed")
     try:
-        loaded = np.load(path, allow_pickle=False)
-        if isinstance(loaded, np.lib.npyio.NpzFile):
-            if path.suffix != ".npz":
-                raise DataFileError(f"{path} is an .npz archive, not a plain .npy array; name it .npz")
-            return dict(loaded.items())
-        return loaded
-    except DataFileError:
+        with open(path, "rb") as f:
+            end = getattr(zipfile, "_EndRecData", None)  # the count, read before zipfile parses every entry
+            record = end(f) if end is not None else None
+            if record is not None:
+                limits.check("archive_members", record[zipfile._ECD_ENTRIES_TOTAL], f"data file {path}")
+            with zipfile.ZipFile(f) as archive:
+                members = archive.infolist()
+                limits.check("archive_members", len(members), f"data file {path}")
+                named = {}
+                for info in members:  # numpy's keys: the member names less ".npy"
+                    key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+                    named.setdefault(key, info)
+                x = _pick(named, INPUT_KEYS, path, "inputs")
+                y = _pick(named, LABEL_KEYS, path, "labels")
+                return _read_member(archive, x, path), _read_member(archive, y, path)
+    except (DataFileError, limits.ResourceLimitError):
         raise
-    except ValueError as exc:  # numpy's message for an object array without allow_pickle
-        if "pickle" in str(exc).lower():
-            raise DataFileError(f"{path} holds Python objects (a pickled array); certify reads numeric arrays only") \
-                from exc
-        raise DataFileError(f"could not read {path}: {exc}") from exc
-    except Exception as exc:  # noqa: BLE001 - zip / format errors of a damaged file
-        raise DataFileError(f"could not read {path}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - zipfile and zlib raise many types for a damaged archive
+        raise DataFileError(f"could not read {path}: it is a damaged .npz (zip) archive "
+                            f"({type(exc).__name__}: {exc})") from None
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> np.ndarray:
+    where = f"{path}, member '{info.filename}'"
+    limits.check("decompressed_bytes", info.file_size, f"{where} (its declared uncompressed size)")
+    with archive.open(info) as stream:
+        return _read_array(stream, info.file_size, where)
+
+
+def _read_npy(path: Path, what: str) -> np.ndarray:
+    """The array in the .npy file `path` (`what`: "inputs" or "labels"), its header checked before
+    the data is allocated."""
+    head = _check_file(path, f"{what} file")
+    if head[:4] in ZIP_MAGICS:
+        hint = ": name it .npz and drop --labels" if what == "inputs" else ""
+        raise DataFileError(f"{path} is an .npz archive, not a plain .npy array{hint}")
+    try:
+        with open(path, "rb") as f:
+            return _read_array(f, path.stat().st_size, str(path))
+    except (DataFileError, limits.ResourceLimitError):
+        raise
+    except OSError as exc:
+        raise DataFileError(f"could not read {path}: {exc}") from None
+
+
+def _read_array(stream, size: int, where: str) -> np.ndarray:
+    """One .npy array from `stream` (a file, or a zip member of declared size `size`): the header
+    first, then the data, allocated only once the header's shape and dtype pass every check."""
+    magic = stream.read(8)
+    if len(magic) < 8 or not magic.startswith(NPY_MAGIC):
+        raise DataFileError(f"{where} is not a valid .npy array (it does not start with numpy's .npy header)")
+    version = (magic[6], magic[7])
+    if version not in ((1, 0), (2, 0)):
+        raise DataFileError(f"{where} is an .npy file of format version {version[0]}.{version[1]}, which "
+                            "certify does not read (numpy writes 1.0 or 2.0 for numeric arrays)")
+    length_bytes = stream.read(2 if version == (1, 0) else 4)
+    length = int.from_bytes(length_bytes, "little") if len(length_bytes) in (2, 4) else -1
+    if not 0 <= length <= _MAX_HEADER_BYTES:
+        raise DataFileError(f"{where} has a damaged .npy header (declared length {length})")
+    header = stream.read(length)
+    if len(header) != length:
+        raise DataFileError(f"{where} is truncated inside its .npy header")
+    parse = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # numpy warns about headers written by Python 2
+            shape, fortran_order, dtype = parse(io.BytesIO(length_bytes + header))
+    except ValueError as exc:
+        raise DataFileError(f"{where} has a damaged .npy header: {_first_line(exc)}") from None
+    if dtype.hasobject:
+        raise DataFileError(f"{where} holds Python objects (a pickled array); certify reads numeric arrays only")
+    if dtype.kind not in "biufc" or dtype.fields is not None or dtype.subdtype is not None:
+        raise DataFileError(f"{where} holds values of type {dtype}; certify reads numeric arrays only")
+    if any(type(d) is not int or d < 0 for d in shape):
+        raise DataFileError(f"{where} declares the invalid shape {shape}")
+    count = math.prod(shape)
+    nbytes = count * dtype.itemsize
+    limits.check("decompressed_bytes", nbytes, f"{where} (an array of shape {shape}, {dtype})")
+    left = size - (len(magic) + len(length_bytes) + length)
+    if nbytes > left:
+        raise DataFileError(f"{where} is truncated: its header declares shape {shape} of {dtype} "
+                            f"({nbytes:,} bytes) but only {max(left, 0):,} bytes of data follow")
+    array = np.empty(count, dtype)
+    raw = array.view(np.uint8)
+    done = 0
+    while done < nbytes:
+        chunk = stream.read(min(_CHUNK, nbytes - done))
+        if not chunk:
+            raise DataFileError(f"{where} is truncated: {done:,} of {nbytes:,} bytes of data")
+        raw[done:done + len(chunk)] = np.frombuffer(chunk, np.uint8)
+        done += len(chunk)
+    return array.reshape(shape[::-1]).T if fortran_order else array.reshape(shape)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
 
 
 def _pick(arrays: dict, keys: tuple[str, ...], path: Path, what: str) -> np.ndarray:
@@ -110,20 +216,30 @@ def _pick(arrays: dict, keys: tuple[str, ...], path: Path, what: str) -> np.ndar
 def _inputs(x: np.ndarray, path: Path) -> torch.Tensor:
     if x.dtype.kind != "f":
         raise DataFileError(f"inputs in {path} must be floating point, got {x.dtype}")
-    if x.ndim < 2 or len(x) == 0:
-        raise DataFileError(f"inputs in {path} must be (N, *input_shape) with N >= 1, got shape {x.shape}")
-    x = x.astype(np.float32)  # the models take float32; a float64 file is rounded to nearest
+    if x.ndim < 2 or 0 in x.shape:
+        raise DataFileError(f"inputs in {path} must be (N, *input_shape) with N >= 1 and no empty dimension, "
+                            f"got shape {x.shape}")
     if not np.isfinite(x).all():
         raise DataFileError(f"inputs in {path} contain NaN or infinity")
+    with np.errstate(over="ignore"):  # beyond float32's range: inf, refused below
+        x = x.astype(np.float32)  # the models take float32; a float64 file is rounded to nearest
+    if not np.isfinite(x).all():
+        raise DataFileError(f"inputs in {path} contain values beyond float32's range (about 3.4e38)")
     return torch.from_numpy(np.ascontiguousarray(x))
 
 
 def _labels(y: np.ndarray, count: int, path: Path) -> torch.Tensor:
+    """Class indices as int64, checked in the file's own dtype before the cast: an unsigned value
+    beyond int64 (uint64 2**64 - 1) would otherwise wrap to a negative label, which would match the
+    prediction -1 of an abstention. Floats and booleans are refused, not converted."""
     if y.dtype.kind not in "iu":
-        raise DataFileError(f"labels for {path} must be integers, got {y.dtype}")
+        raise DataFileError(f"labels for {path} must be integers (class indices), got {y.dtype}")
     y = y.reshape(-1)
     if len(y) != count:
         raise DataFileError(f"{path}: {count} inputs but {len(y)} labels")
-    if (y < 0).any():
-        raise DataFileError(f"labels for {path} must be >= 0")
+    if len(y) and y.min() < 0:
+        raise DataFileError(f"labels for {path} must be >= 0, got {y.min()}")
+    largest = np.iinfo(np.int64).max
+    if y.dtype.kind == "u" and len(y) and y.max() > np.array(largest, np.uint64):
+        raise DataFileError(f"labels for {path} must be class indices, got {y.max()} (beyond int64)")
     return torch.from_numpy(y.astype(np.int64))

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from certify import limits
 from certify.formats import ModelFileError
 
 __all__ = ["LoadedModel", "load_model", "sha256_file"]
@@ -68,6 +69,7 @@ def load_model(path, arch: str | None = None, trust_code: bool = False) -> Loade
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"model file {path} does not exist")
+    limits.check("file_bytes", path.stat().st_size, f"model file {path}")
     digest = sha256_file(path)
     kind = _detect(path)
     if arch is not None and kind != "state_dict":
@@ -109,8 +111,14 @@ def _detect(path: Path) -> str:
         raise ModelFileError(f"model file {path} is empty")
     if head.startswith(b"PK"):  # a zip archive: torch.save, torch.jit.save and torch.export.save all use zip
         try:
-            with zipfile.ZipFile(path) as archive:
-                names = archive.namelist()
+            with open(path, "rb") as f:
+                end = getattr(zipfile, "_EndRecData", None)  # the count, read before zipfile parses every entry
+                record = end(f) if end is not None else None
+                if record is not None:
+                    limits.check("archive_members", record[zipfile._ECD_ENTRIES_TOTAL], f"model file {path}")
+                with zipfile.ZipFile(f) as archive:
+                    names = archive.namelist()
+            limits.check("archive_members", len(names), f"model file {path}")
         except (zipfile.BadZipFile, OSError) as exc:
             raise ModelFileError(f"model file {path} is a damaged zip archive ({exc})") from exc
         if any(name.endswith("archive_format") or "/serialized_exported_program" in name

@@ -27,24 +27,29 @@ convert for smoothing; BoundedModel then refuses them, naming the module.
 
 from __future__ import annotations
 
+import math
 import operator
 import os
 import re
 import tempfile
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.fx
 from torch import nn
 
+from certify import limits
+from certify._files import _mode_for
 from certify.bounds import UnsupportedModelError
 from certify.formats import ModelFileError
 
 __all__ = ["export_onnx", "load_onnx"]
 
 OPSET = 17
+_MAX_RANK = 32  # dimensions of a value computed from the input, batch included (real models use <= 6)
 
 
 # ----------------------------------------------------------------------------- public API
@@ -88,6 +93,7 @@ def export_onnx(model: nn.Module, input_shape, path) -> None:
             torch.onnx.export(model, (torch.zeros((1, *input_shape)),), tmp, input_names=["input"],
                               output_names=["output"], opset_version=OPSET, dynamo=False,
                               dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+        os.chmod(tmp, _mode_for(Path(path)))  # mkstemp's 0600 -> what open() would give (or the old file's)
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
@@ -98,25 +104,36 @@ def export_onnx(model: nn.Module, input_shape, path) -> None:
 def _read(path: str):
     """The checked ModelProto at `path`; every way the file can be unusable becomes a ModelFileError."""
     import onnx
-    from onnx.external_data_helper import uses_external_data
+    from onnx import SparseTensorProto, TensorProto
 
     if not os.path.isfile(path):
         why = "it is not a file" if os.path.exists(path) else "no such file"
         raise ModelFileError(f"cannot read ONNX model '{path}': {why}")
     if os.path.getsize(path) == 0:
         raise ModelFileError(f"cannot read ONNX model '{path}': the file is empty")
+    limits.check("file_bytes", os.path.getsize(path), f"ONNX model '{path}'")
     try:
         # External data is refused below: loading it would read other files named inside this one.
         model = onnx.load(path, load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - protobuf and onnx raise many types
         raise ModelFileError(f"cannot read ONNX model '{path}': the file is corrupt, truncated or not an "
                              f"ONNX model ({_first_line(exc)})") from None
-    g = model.graph
-    tensors = list(g.initializer) + [a.t for n in g.node for a in n.attribute if a.HasField("t")]
-    if any(uses_external_data(t) for t in tensors):
+    # Every tensor anywhere in the file (initializers, sparse ones, node attributes, subgraphs,
+    # functions) is looked at before onnx's checker, which would look up external files.
+    messages = list(_messages(model))
+    tensors = [m for m in messages if isinstance(m, TensorProto)]
+    if any(t.data_location == TensorProto.EXTERNAL or len(t.external_data) for t in tensors):
         raise ModelFileError(f"ONNX model '{path}' keeps its weights in external data files, which certify "
                              "does not read; save it as a single file (onnx.save(model, path, "
                              "save_as_external_data=False))")
+    if any(isinstance(m, SparseTensorProto) for m in messages):
+        raise ModelFileError(f"ONNX model '{path}' holds sparse tensors (a sparse_initializer or a Constant's "
+                             "sparse_value), which certify does not read; store them as dense tensors")
+    for t in tensors:
+        if any(d < 0 for d in t.dims):
+            raise ModelFileError(f"ONNX model '{path}': tensor '{t.name}' declares the negative shape {list(t.dims)}")
+        limits.check("tensor_elements", math.prod(t.dims), f"ONNX model '{path}': tensor '{t.name}' of shape "
+                     f"{list(t.dims)}")
     try:
         onnx.checker.check_model(model)
     except Exception as exc:  # noqa: BLE001 - ValidationError, or a C++ error for odd files
@@ -127,6 +144,19 @@ def _read(path: str):
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
     return (text[0][:300] if text else type(exc).__name__)
+
+
+def _messages(message):
+    """Every protobuf message inside `message`, itself included."""
+    from google.protobuf.message import Message
+
+    stack = [message]
+    while stack:
+        current = stack.pop()
+        yield current
+        for field, value in current.ListFields():
+            if field.type == field.TYPE_MESSAGE:  # not the numbers of a tensor: they can be many
+                stack.extend([value] if isinstance(value, Message) else value)
 
 
 # ----------------------------------------------------------------------------- conversion
@@ -162,7 +192,12 @@ class _Converter:
         self.graph = torch.fx.Graph()
         self.taken: set[str] = set()
         self.buffers: dict[int, str] = {}  # id of a constant array -> its buffer's name
-        self.values: dict = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+        self.values: dict = {}
+        for t in model.graph.initializer:  # their sizes were checked in _read
+            try:
+                self.values[t.name] = numpy_helper.to_array(t)
+            except (ValueError, TypeError) as exc:  # data that does not fit the declared shape or type
+                raise ModelFileError(f"'{path}': initializer '{t.name}' is damaged: {_first_line(exc)}") from None
 
     # --------------------------------------------------------------- building blocks
     def _name(self, raw: str, fallback: str) -> str:
@@ -206,23 +241,33 @@ class _Converter:
         """Appends fn(*args) to the graph: fn a module (registered under the ONNX node's name), a
         function, or a method name (a string)."""
         fx_args, examples = zip(*(self._arg(node, a) for a in args))
+        where = f"'{self.path}': ONNX node '{_label(node)}' ({node.op_type}) computes a value of shape"
+        shape = _result_shape(fn, examples)  # from the shapes alone: checked before anything is computed
+        limits.check("tensor_elements", math.prod(shape[1:]), f"{where} {shape[1:]} for each input")
         with torch.no_grad():
             if isinstance(fn, nn.Module):
-                name = self._name(node.name, node.op_type.lower())
-                self.root.add_module(name, fn.eval())
-                out = self.graph.call_module(name, fx_args)
-                example = fn(*examples)
+                example = fn.eval()(*examples)
             elif isinstance(fn, str):
-                out = self.graph.call_method(fn, fx_args)
                 example = getattr(examples[0], fn)(*examples[1:])
             else:
-                out = self.graph.call_function(fn, fx_args)
                 example = fn(*examples)
+        limits.check("tensor_elements", example[0].numel(), f"{where} {tuple(example.shape[1:])} for each input")
+        if isinstance(fn, nn.Module):
+            name = self._name(node.name, node.op_type.lower())
+            self.root.add_module(name, fn)
+            out = self.graph.call_module(name, tuple(fx_args))
+        elif isinstance(fn, str):
+            out = self.graph.call_method(fn, tuple(fx_args))
+        else:
+            out = self.graph.call_function(fn, tuple(fx_args))
         return _Computed(out, example)
 
     def reshape(self, node, x: _Computed, shape) -> _Computed:
         """x viewed as (B, *shape): an alias when nothing changes."""
         shape = tuple(int(d) for d in shape)
+        if len(shape) >= _MAX_RANK:
+            _refuse(node, f"a value of {len(shape)} dimensions; certify supports at most {_MAX_RANK - 1} "
+                          "besides the batch")
         return x if shape == x.shape else self.call(node, "reshape", x, -1, *shape)
 
     def axis(self, node, axis: int, rank: int) -> int:
@@ -239,8 +284,9 @@ class _Converter:
         g = self.model.graph
         x = self._input(g)
         self.values[x.name] = _Computed(self.graph.placeholder("x"), torch.zeros((2, *self.input_shape)))
-        consumed = {name for n in g.node for name in n.input} | {o.name for o in g.output}
-        for node in g.node:
+        nodes = _live(g)  # a node the output does not depend on is never evaluated
+        consumed = {name for n in nodes for name in n.input} | {o.name for o in g.output}
+        for node in nodes:
             rule = _RULES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
             if rule is None:
                 op = f"{node.domain}.{node.op_type}" if node.domain else node.op_type
@@ -251,13 +297,15 @@ class _Converter:
             attrs = {a.name: _attribute(a) for a in node.attribute}
             try:
                 if all(v is None or (isinstance(v, np.ndarray) and v.dtype != object) for v in inputs):
-                    outputs = self._fold(node, inputs)  # constants only: evaluated once, here
+                    outputs = self._fold(node, inputs, attrs)  # constants only: evaluated once, here
                 else:
                     if any(name in consumed for name in node.output[1:]):
                         _refuse(node, "only its first output can be used (not a mask, indices or statistics)")
                     outputs = [rule(self, node, inputs, attrs)]
             except UnsupportedModelError as exc:
                 raise UnsupportedModelError(f"{self.path}: {exc}") from None
+            except limits.ResourceLimitError:
+                raise
             except (RuntimeError, ValueError, TypeError, IndexError) as exc:  # inconsistent shapes or types
                 shapes = [v.shape for v in inputs if isinstance(v, (_Computed, np.ndarray))]
                 raise ModelFileError(f"'{self.path}': ONNX node '{_label(node)}' ({node.op_type}) fails on "
@@ -288,16 +336,28 @@ class _Converter:
         if not sample or None in sample:
             raise UnsupportedModelError(f"{self.path}: the input '{inputs[0].name}' has shape {dims}; "
                                         "certify needs fixed sizes apart from a leading batch dimension")
+        if len(sample) >= _MAX_RANK:
+            raise UnsupportedModelError(f"{self.path}: the input '{inputs[0].name}' has {len(dims)} dimensions; "
+                                        f"certify supports at most {_MAX_RANK - 1} besides the batch")
+        limits.check("tensor_elements", math.prod(sample), f"'{self.path}': the input '{inputs[0].name}' of "
+                     f"shape {dims}")
         self.input_shape = tuple(sample)
         return inputs[0]
 
-    def _fold(self, node, inputs) -> list:
+    def _fold(self, node, inputs, attrs) -> list:
+        """The node's outputs, evaluated on its constant inputs once the size of the largest has been
+        worked out from the input shapes and checked (before anything is computed)."""
         from onnx.reference import ReferenceEvaluator
 
+        where = f"'{self.path}': ONNX node '{_label(node)}' ({node.op_type}), a value folded from constants"
+        limits.check("tensor_elements", _folded_elements(node, inputs, attrs), where)
         names = [name for name, v in zip(node.input, inputs) if v is not None]
         with np.errstate(all="ignore"):  # x / 0 is inf in ONNX too
             evaluator = ReferenceEvaluator(node, opsets={"": self.opset})
-            return [np.asarray(v) for v in evaluator.run(None, {n: self.values[n] for n in names})]
+            outputs = [np.asarray(v) for v in evaluator.run(None, {n: self.values[n] for n in names})]
+        for value in outputs:
+            limits.check("tensor_elements", value.size, where)
+        return outputs
 
     def _module(self, g) -> torch.fx.GraphModule:
         if len(g.output) != 1:
@@ -314,6 +374,85 @@ class _Converter:
         module.input_shape = self.input_shape
         module.output_shape = result.shape
         return module
+
+
+def _result_shape(fn, examples) -> tuple[int, ...]:
+    """The shape of fn(*examples), batch first, from the examples' shapes alone: exact for the
+    operations that can give more elements than their inputs (broadcasting arithmetic, nn.Linear,
+    convolution and pooling); for the others (activations, batch norm, reshapes) the input's shape,
+    which has as many elements. A shape that does not fit is left for fn to refuse."""
+    shapes = [tuple(e.shape) for e in examples if isinstance(e, torch.Tensor)]
+    x = shapes[0]
+    if fn in (operator.add, operator.sub, operator.mul, operator.truediv):
+        try:
+            return tuple(np.broadcast_shapes(*shapes))
+        except ValueError:
+            return x
+    if isinstance(fn, nn.Linear):
+        return (*x[:-1], fn.out_features)
+    if isinstance(fn, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)) and len(x) == 4:
+        pair = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v, v)  # noqa: E731
+        kernel, stride, padding = pair(fn.kernel_size), pair(fn.stride), pair(fn.padding)
+        dilation = pair(getattr(fn, "dilation", 1))
+        size = [max((n + 2 * p - d * (k - 1) - 1) // s + 1, 0) if s > 0 else n  # stride 0: fn refuses it
+                for n, k, s, p, d in zip(x[2:], kernel, stride, padding, dilation)]
+        return (x[0], fn.out_channels if isinstance(fn, nn.Conv2d) else x[1], *size)
+    return x
+
+
+def _live(g) -> list:
+    """The nodes the graph's outputs depend on, in graph order (onnx's checker requires the graph
+    sorted, so a node's inputs come from nodes before it)."""
+    needed = {o.name for o in g.output}
+    live = []
+    for node in reversed(g.node):
+        if any(name in needed for name in node.output):
+            live.append(node)
+            needed.update(name for name in node.input if name)
+    return live[::-1]
+
+
+def _folded_elements(node, inputs, attrs) -> int:
+    """The number of elements of the largest output of `node` evaluated on the constants `inputs`,
+    from their shapes alone (Python integers: no overflow). Inputs whose shapes do not fit the
+    operator raise ValueError, as evaluating them would."""
+    op = node.op_type
+    shapes = [None if v is None else tuple(v.shape) for v in inputs]
+    if op in ("Conv", "MaxPool", "AveragePool"):
+        _refuse(node, "a convolution or pooling of constants; certify folds only shape and arithmetic "
+                      "operations on constants")
+    if op in ("Add", "Sub", "Mul", "Div"):
+        return math.prod(np.broadcast_shapes(*shapes[:2]))
+    if op == "Gemm":
+        a, b = shapes[:2]
+        if len(a) != 2 or len(b) != 2:
+            raise ValueError(f"Gemm needs 2-D factors, got {a} and {b}")
+        return a[1 if attrs.get("transA", 0) else 0] * b[0 if attrs.get("transB", 0) else 1]
+    if op == "MatMul":
+        a, b = shapes[:2]
+        if not a or not b:
+            raise ValueError("MatMul of a scalar")
+        a, b = ((1, *a) if len(a) == 1 else a), ((*b, 1) if len(b) == 1 else b)
+        if a[-1] != b[-2]:
+            raise ValueError(f"MatMul of shapes {shapes[0]} and {shapes[1]}")
+        return math.prod(np.broadcast_shapes(a[:-2], b[:-2])) * a[-2] * b[-1]
+    if op == "Gather":
+        data, indices = shapes[:2]
+        if not data:
+            raise ValueError("Gather from a scalar")
+        axis = attrs.get("axis", 0) % len(data)
+        return math.prod(data[:axis]) * math.prod(indices) * math.prod(data[axis + 1:])
+    if op == "Concat":
+        return sum(math.prod(s) for s in shapes if s is not None)
+    if op in ("Reshape", "Squeeze", "Unsqueeze") and len(shapes) > 1 and shapes[1] is not None \
+            and math.prod(shapes[1]) > 64:  # numpy's most dimensions
+        raise ValueError(f"a shape or axes of {math.prod(shapes[1])} entries")
+    if op == "Constant":  # its tensor's size was checked in _read; a list attribute is as long as the file
+        value = attrs.get("value")
+        return math.prod(value.dims) if value is not None and hasattr(value, "dims") else 0
+    # The rest (unary arithmetic, activations, batch norm, Reshape, Flatten, Squeeze, Unsqueeze,
+    # Transpose, Identity, Dropout, Shape) give no more elements than their largest input.
+    return max((math.prod(s) for s in shapes if s is not None), default=0)
 
 
 def _attribute(attr):
@@ -463,6 +602,8 @@ def _reshape(cv, node, inputs, attrs):
     x = cv.computed(node, inputs[0], "the reshaped value")
     if not isinstance(inputs[1], np.ndarray):
         _refuse(node, "the target shape must be a constant (not computed from values)")
+    if inputs[1].size > _MAX_RANK:
+        _refuse(node, f"a target shape of {inputs[1].size} dimensions; certify supports at most {_MAX_RANK}")
     target = [None if d is None else int(d) for d in inputs[1].reshape(-1)]
     rest = target[1:] if cv.batched else target
     allowzero = attrs.get("allowzero", 0)
@@ -472,10 +613,10 @@ def _reshape(cv, node, inputs, attrs):
         _refuse(node, f"target shape with the batch size in a non-leading position ({target})")
     if not allowzero:  # 0 copies the input's size at that position
         rest = [x.shape[i] if d == 0 and i < len(x.shape) else d for i, d in enumerate(rest)]
-    size, known = int(np.prod(x.shape)), int(np.prod([d for d in rest if d != -1]))
+    size, known = math.prod(x.shape), math.prod(d for d in rest if d != -1)  # Python integers: no overflow
     if rest.count(-1) == 1 and known > 0 and size % known == 0:
         rest = [size // known if d == -1 else d for d in rest]
-    if int(np.prod(rest)) != size or min(rest, default=1) <= 0:
+    if math.prod(rest) != size or min(rest, default=1) <= 0:
         _refuse(node, f"target shape {target} does not map one sample of shape {x.shape} to one sample")
     return cv.reshape(node, x, rest)
 
@@ -540,6 +681,8 @@ def _axes(node, inputs, attrs):
     axes = attrs.get("axes", inputs[1] if len(inputs) > 1 else None)
     if axes is not None and not isinstance(axes, (list, np.ndarray)):
         _refuse(node, "axes must be a constant")
+    if axes is not None and np.size(axes) > _MAX_RANK:
+        _refuse(node, f"{np.size(axes)} axes; certify supports values of at most {_MAX_RANK} dimensions")
     return None if axes is None else [int(a) for a in np.reshape(axes, -1)]
 
 
@@ -594,6 +737,8 @@ def _gather(cv, node, inputs, attrs):
     data = inputs[0]
     if not isinstance(data, np.ndarray) or not isinstance(inputs[1], np.ndarray):
         _refuse(node, "Gather of values computed from the input")
+    limits.check("tensor_elements", _folded_elements(node, inputs, attrs), f"'{cv.path}': ONNX node "
+                 f"'{_label(node)}' (Gather), a value gathered from constants")
     # asarray: np.take gives a bare element (None for the batch size) for a scalar index
     return np.asarray(np.take(data, inputs[1].astype(np.int64), axis=attrs.get("axis", 0)), dtype=data.dtype)
 
@@ -601,6 +746,8 @@ def _gather(cv, node, inputs, attrs):
 def _concat(cv, node, inputs, attrs):
     if not all(isinstance(v, np.ndarray) for v in inputs):
         _refuse(node, "Concat of values computed from the input")
+    limits.check("tensor_elements", _folded_elements(node, inputs, attrs), f"'{cv.path}': ONNX node "
+                 f"'{_label(node)}' (Concat), a value concatenated from constants")
     return np.concatenate([v.astype(object) for v in inputs], axis=attrs["axis"])
 
 

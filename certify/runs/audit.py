@@ -20,7 +20,7 @@ from certify.runs.run import make_job, prepare
 __all__ = ["audit_certificate"]
 
 SMOOTHING_FIELDS = ("label", "prediction", "correct", "radius", "p_lower", "counts", "num_samples")
-BOUNDS_FIELDS = ("label", "prediction", "correct", "verified", "radius", "attacked")
+BOUNDS_FIELDS = ("label", "prediction", "correct", "verified", "radius", "attacked", "float32_disagrees")
 
 
 def audit_certificate(cert: dict, cert_path: Path, count: int, model_path=None, data_spec=None, *,
@@ -54,6 +54,9 @@ def audit_certificate(cert: dict, cert_path: Path, count: int, model_path=None, 
                                        f"{cert['model'].get('arch')!r}; certify does not import code a certificate names)"))
         return checks
     inputs = prepare(model_file, data, arch=arch, labels=labels_file, limit=cert["data"]["limit"], trust_code=trust_code)
+    checks.append(_facts_check(cert, inputs.config(cert["method"])))
+    if not checks[-1][1]:
+        return checks
     rows = cert["results"]
     picked = sorted(secrets.SystemRandom().sample(range(len(rows)), min(count, len(rows))))
     job = make_job(inputs, cert["method"])
@@ -63,7 +66,7 @@ def audit_certificate(cert: dict, cert_path: Path, count: int, model_path=None, 
     for k in picked:
         stated = rows[k]
         again = job.certify([stated["index"]])[0]
-        differs = [f for f in fields if again[f] != stated[f]]
+        differs = [f for f in fields if again.get(f) != stated.get(f)]  # optional fields: absent on both
         if not smoothing and "margin" in stated and not math.isclose(again.get("margin", math.inf), stated["margin"],
                                                                      rel_tol=1e-4, abs_tol=1e-5):
             differs.append("margin")
@@ -73,6 +76,23 @@ def audit_certificate(cert: dict, cert_path: Path, count: int, model_path=None, 
               f"{len(disagree)} of {len(picked)} re-certified inputs disagree: {'; '.join(disagree[:5])}")
     checks.append(("audit", not disagree, detail))
     return checks
+
+
+# What the certificate says about its files that the files themselves decide (the paths may differ:
+# the auditor may pass --model / --data; the architecture is the auditor's --arch).
+FACTS = (("model", "format"), ("model", "input_shape"), ("model", "num_classes"), ("data", "num_inputs"),
+         ("data", "limit"))
+
+
+def _facts_check(cert: dict, found: dict) -> tuple[str, bool, str]:
+    """The certificate's record of the model and data (input shape, classes, number of inputs...)
+    against what the files hold: the plain check takes these on trust, and the smoothing rows'
+    recomputation depends on the input shape (the sampler's tail mass)."""
+    differ = [f"{part}.{key}: {cert[part].get(key)!r} in the certificate, {found[part][key]!r} in the files"
+              for part, key in FACTS if cert[part].get(key) != found[part][key]]
+    if differ:
+        return ("files", False, "the certificate misdescribes its files: " + "; ".join(differ))
+    return ("files", True, "format, input shape, classes and input count match the files")
 
 
 def _hash_check(what: str, have: str, want: str) -> tuple[str, bool, str]:

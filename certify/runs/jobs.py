@@ -8,6 +8,7 @@ smoothing noise for input i is Philox stream i of the run's seed.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -78,7 +79,17 @@ class SmoothingJob:
 
 class BoundsJob:
     """Bound propagation for each input: verified at eps (procedure 'verify', with a PGD attack at
-    the same eps beside it) or the largest certified eps (procedure 'radius')."""
+    the same eps beside it) or the largest certified eps (procedure 'radius').
+
+    method["inference"] (absent in older certificates: "exact"): "exact" verifies the exact network
+    (real arithmetic on the float32 weights); "float32" the model's float32 forward pass, in any
+    summation order (certify.bounds.float32). Under exact inference the float32 run can disagree
+    with a verified input's label where logits tie to within float32 rounding, at the input itself
+    or at a point the attack finds: each such point is re-run in float64 and, when the float64
+    network classifies it as the label, recorded in the row's `float32_disagrees` ("input",
+    "attack"; such an attack point does not count as `attacked`). A point misclassified in float64
+    too, or under float32 inference any misclassified point in a verified ball, contradicts a bound:
+    the job stops and issues no certificate."""
 
     samples_per_input = 0
 
@@ -95,7 +106,11 @@ class BoundsJob:
         self.bounded = certify.BoundedModel(module, data.input_shape)
         self.data = data
         self.method = method
+        self.inference = method.get("inference", "exact")
+        if self.inference not in ("exact", "float32"):
+            raise ValueError(f"inference must be 'exact' or 'float32', got {self.inference!r}")
         self.chunk = 32 if method["method"] == "crown" else 128
+        self._module64 = None
 
     def certify(self, indices: list[int], progress=None) -> list[dict]:
         m = self.method
@@ -105,37 +120,82 @@ class BoundsJob:
         with torch.no_grad():
             prediction = self.module(x).argmax(dim=1)
         if m["procedure"] == "verify":
-            margins = self.bounded.margins(x, labels, m["eps"], m["norm"], m["method"], domain=domain)
+            margins = self.bounded.margins(x, labels, m["eps"], m["norm"], m["method"], domain=domain,
+                                           inference=self.inference)
             verified = (margins > 0).all(dim=1)
             radius = [m["eps"] if v else 0.0 for v in verified.tolist()]  # eps as asked, not rounded to float32
             margin = margins.amin(dim=1)
         else:
+            # float64 bisection: each radius is exactly an eps that verify() certified, <= max_eps
             radius = self.bounded.radius(x, labels, m["norm"], m["method"], tol=m["tol"], max_eps=m["max_eps"],
-                                         domain=domain)
-            verified = radius > 0
+                                         domain=domain, inference=self.inference).tolist()
+            verified = torch.tensor([r > 0 for r in radius], dtype=torch.bool)
             margin = None
         seconds = (time.perf_counter() - start) / len(indices)
-        attacked = None
+        attacked = where = None
         if m["attack"] is not None:
             a = m["attack"]
-            attacked = pgd(self.module, x, labels, a["eps"], m["norm"], domain=domain, steps=a["steps"],
-                           restarts=a["restarts"], seed=a["seed"], indices=indices)
-            if m["procedure"] == "verify" and bool((attacked & verified).any()):
-                bad = [indices[i] for i in (attacked & verified).nonzero().flatten().tolist()]
-                raise RuntimeError(f"inputs {bad} were verified and also attacked successfully: a bound is wrong. "
-                                   "Please report this as a bug in certify; no certificate is issued.")
+            attacked, where = pgd(self.module, x, labels, a["eps"], m["norm"], domain=domain, steps=a["steps"],
+                                  restarts=a["restarts"], seed=a["seed"], indices=indices, points=True)
+        disagrees = self._float32_only(indices, x, labels, prediction, verified, radius, attacked, where)
         rows = []
         for j, i in enumerate(indices):
             label = int(labels[j])
             row = {
                 "index": i, "label": label, "prediction": int(prediction[j]), "correct": int(prediction[j]) == label,
-                "verified": bool(verified[j]), "radius": float(radius[j]),  # radius mode: the float32 eps verify() certified
+                "verified": bool(verified[j]), "radius": float(radius[j]),
                 "attacked": None if attacked is None else bool(attacked[j]), "seconds": seconds,
             }
             if margin is not None and math.isfinite(float(margin[j])):  # JSON has no infinities
                 row["margin"] = float(margin[j])
+            if disagrees[j]:
+                row["float32_disagrees"] = disagrees[j]
             rows.append(row)
         return rows
+
+    def _float32_only(self, indices, x, labels, prediction, verified, radius, attacked, where) -> list[list[str]]:
+        """Per input, where the float32 run misclassifies a point of a verified ball ("input", "attack")
+        while the float64 network does not; clears `attacked` for such attack points. Raises on a point
+        that contradicts a bound."""
+        disagrees: list[list[str]] = [[] for _ in indices]
+        attack_eps = self.method["attack"]["eps"] if attacked is not None else None
+        suspects = []  # (j, what, point)
+        for j in range(len(indices)):
+            if not bool(verified[j]):
+                continue
+            if int(prediction[j]) != int(labels[j]):
+                suspects.append((j, "input", x[j]))
+            if attacked is not None and bool(attacked[j]) and attack_eps <= radius[j]:
+                suspects.append((j, "attack", where[j]))
+        if not suspects:
+            return disagrees
+        what = "the float32 forward pass" if self.inference == "float32" else "the float64 network"
+        if self.inference == "exact":
+            float64 = self._float64_predictions(torch.stack([p for _, _, p in suspects]))
+            wrong = [(j, kind) for (j, kind, _), p64 in zip(suspects, float64.tolist()) if p64 != int(labels[j])]
+        else:
+            wrong = [(j, kind) for j, kind, _ in suspects]
+        if wrong:
+            bad = sorted({indices[j] for j, _ in wrong})
+            raise RuntimeError(f"inputs {bad} were verified, yet {what} misclassifies a point of their ball "
+                               f"({', '.join(sorted({kind for _, kind in wrong}))}): a bound is wrong. "
+                               "Please report this as a bug in certify; no certificate is issued.")
+        for j, kind, _ in suspects:  # exact inference: each a float32 rounding effect the float64 run resolves
+            disagrees[j].append(kind)
+            if kind == "attack":
+                attacked[j] = False
+        return disagrees
+
+    def _float64_predictions(self, points: torch.Tensor) -> torch.Tensor:
+        """argmax of a float64 copy of the model (float32 weights are exact in float64)."""
+        if self._module64 is None:
+            self._module64 = copy.deepcopy(self.module).double().eval()
+        try:
+            with torch.no_grad():
+                return self._module64(points.double()).argmax(dim=1)
+        except Exception as exc:  # noqa: BLE001 - whatever the model raises in float64
+            raise RuntimeError("the float32 run misclassifies a point in a verified ball; telling a float32 rounding "
+                               f"effect from a wrong bound needs the model in float64, which failed: {exc}") from exc
 
 
 def num_classes_of(module, data: Dataset) -> int:

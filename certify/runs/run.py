@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from certify import certificate
+from certify._files import remove_stale_temporaries
 from certify.bounds import UnsupportedModelError
 from certify.formats.data_files import Dataset, load_data
 from certify.formats.model_files import LoadedModel, load_model
@@ -89,9 +90,13 @@ def execute(folder: Path, inputs: Inputs, method: dict, *, resume: bool = False,
     """Certifies the inputs the run store lacks, then writes certificate and report; returns the
     certificate. Committed rows survive any interruption; resume=True continues a stopped run.
     backend: where chunks are certified (certify.runs.backends; default: this process). Only this
-    process writes the store, whatever the backend."""
+    process writes the store, whatever the backend, and it holds the run folder's lock throughout.
+
+    Before a certificate is written (and signed) it passes the checks `verify-certificate` runs
+    (certificate.CertificateCheckError otherwise): rows edited in the store are never signed."""
     folder = Path(folder)
     config = inputs.config(method)
+    key = certificate.load_signing_key(sign_key) if sign_key is not None else None  # a wrong key: refused now
     job = make_job(inputs, method)  # before the store: a model the job refuses leaves no run folder
     backend = backend if backend is not None else LocalBackend()
     try:
@@ -101,6 +106,7 @@ def execute(folder: Path, inputs: Inputs, method: dict, *, resume: bool = False,
         backend.close()
         raise
     try:
+        remove_stale_temporaries(folder)  # from a process killed while writing (we hold the lock now)
         done = store.done()
         todo = [i for i in range(inputs.count) if i not in done]
         chunks = [todo[start:start + job.chunk] for start in range(0, len(todo), job.chunk)]
@@ -113,12 +119,18 @@ def execute(folder: Path, inputs: Inputs, method: dict, *, resume: bool = False,
             progress.close()
             backend.close()
         cert = certificate.build(store.config, store.rows(), radii)  # the settings the run was created with
+        problems = certificate.failures(cert)
+        if problems:
+            raise certificate.CertificateCheckError(
+                f"the rows in {store.path} fail the certificate checks ({'; '.join(problems[:3])}): the run store "
+                "was edited or damaged. No certificate was written; certify the affected inputs again in a new run "
+                "folder")
+        if key is not None:
+            cert = certificate.sign(cert, key)
+        certificate.write_json(folder / CERTIFICATE_NAME, cert)
+        write_reports(folder, cert)
     finally:
         store.close()
-    if sign_key is not None:
-        cert = certificate.sign(cert, sign_key)
-    certificate.write_json(folder / CERTIFICATE_NAME, cert)
-    write_reports(folder, cert)
     return cert
 
 

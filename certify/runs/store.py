@@ -12,12 +12,14 @@ store stays a single-writer database whatever runs the inputs.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from pathlib import Path
 
-__all__ = ["RunStore", "RunStoreError", "STORE_NAME"]
+__all__ = ["RunStore", "RunStoreError", "STORE_NAME", "LOCK_NAME"]
 
 STORE_NAME = "run.sqlite"
+LOCK_NAME = ".certify.lock"
 SCHEMA_VERSION = 1
 
 
@@ -28,41 +30,53 @@ class RunStoreError(ValueError):
 class RunStore:
     """rows: {index: row dict}; config: the run's parameters, fixed when the run is created."""
 
-    def __init__(self, connection: sqlite3.Connection, path: Path):
+    def __init__(self, connection: sqlite3.Connection, path: Path, lock=None):
         self._db = connection
         self.path = path
+        self._lock = lock  # the open lock file of a store opened for writing (released by close)
 
     # ------------------------------------------------------------------ opening
     @classmethod
     def open(cls, folder: Path, config: dict, resume: bool) -> RunStore:
         """The store of the run in `folder`: created with `config`, or, with resume=True, the
-        existing one, which must have been created with the same config."""
+        existing one, which must have been created with the same config. The caller holds the
+        folder's lock (see `lock`) until close(): a second process on the same folder is refused."""
         folder = Path(folder)
         path = folder / STORE_NAME
-        if path.exists():
-            if not resume:
-                raise RunStoreError(f"{folder} already holds a run; pass --resume to continue it, "
-                                    "or choose another --out folder")
-            store = cls(_connect(path), path)
-            store._check_config(config)
-            return store
         leftover = folder / (STORE_NAME + ".creating")  # from a crash while a store was being created
-        if folder.exists() and any(p != leftover for p in folder.iterdir()):
+        ours = {leftover, folder / LOCK_NAME}
+        if not path.exists() and folder.exists() and any(p not in ours for p in folder.iterdir()):
             raise RunStoreError(f"{folder} exists and is not a run folder (it has no {STORE_NAME}); "
                                 "choose an empty or new --out folder")
         folder.mkdir(parents=True, exist_ok=True)
-        # Built under a temporary name and renamed: a crash here leaves no store that looks valid.
-        tmp = leftover
-        tmp.unlink(missing_ok=True)
-        db = _connect(tmp)
-        with db:
-            db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            db.execute("CREATE TABLE results (idx INTEGER PRIMARY KEY, row TEXT NOT NULL)")
-            db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            db.execute("INSERT INTO meta VALUES ('config', ?)", (_dump(config),))
-        db.close()
-        tmp.replace(path)
-        return cls(_connect(path), path)
+        lock = _lock(folder)
+        try:
+            if path.exists():
+                if not resume:
+                    raise RunStoreError(f"{folder} already holds a run; pass --resume to continue it, "
+                                        "or choose another --out folder")
+                store = cls(_connect(path), path, lock)
+                try:
+                    store._check_config(config)
+                except BaseException:
+                    store._db.close()
+                    raise
+                return store
+            # Built under a temporary name and renamed: a crash here leaves no store that looks valid.
+            tmp = leftover
+            tmp.unlink(missing_ok=True)
+            db = _connect(tmp)
+            with db:
+                db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                db.execute("CREATE TABLE results (idx INTEGER PRIMARY KEY, row TEXT NOT NULL)")
+                db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+                db.execute("INSERT INTO meta VALUES ('config', ?)", (_dump(config),))
+            db.close()
+            tmp.replace(path)
+            return cls(_connect(path), path, lock)
+        except BaseException:
+            lock.close()
+            raise
 
     @classmethod
     def load(cls, folder: Path) -> RunStore:
@@ -75,9 +89,14 @@ class RunStore:
     # Settings that do not change any row (noise is a function of seed, input and sample): a run
     # stopped for lack of memory resumes with a smaller batch.
     FREE_ON_RESUME = ("method.batch_size",)
+    # Settings added since a run store could have been created, with the value that older runs
+    # meant: such a run resumes with the new code.
+    DEFAULTS = {"method.inference": "exact"}
 
     def _check_config(self, config: dict) -> None:
         stored, asked = _flatten(self.config), _flatten(json.loads(_dump(config)))
+        if self.config["method"].get("family") == "bounds":
+            stored = {**self.DEFAULTS, **stored}
         changed = sorted(k for k in stored.keys() | asked.keys()
                          if stored.get(k) != asked.get(k) and k not in self.FREE_ON_RESUME)
         if changed:
@@ -88,7 +107,14 @@ class RunStore:
     # ------------------------------------------------------------------ content
     @property
     def config(self) -> dict:
-        return json.loads(self._meta("config"))
+        text = self._meta("config")
+        try:
+            config = json.loads(text)
+        except (TypeError, ValueError) as exc:
+            raise RunStoreError(f"{self.path}: the run's settings are not valid JSON ({exc})") from exc
+        if not isinstance(config, dict) or not {"model", "data", "method"} <= config.keys():
+            raise RunStoreError(f"{self.path}: the run's settings lack model, data or method")
+        return config
 
     def _meta(self, key: str) -> str:
         try:
@@ -103,8 +129,20 @@ class RunStore:
         return {idx for (idx,) in self._db.execute("SELECT idx FROM results")}
 
     def rows(self) -> list[dict]:
-        """Every finished row, in index order."""
-        return [json.loads(row) for (row,) in self._db.execute("SELECT row FROM results ORDER BY idx")]
+        """Every finished row, in index order (RunStoreError for a row that is not a JSON object
+        holding its own index: the store was edited or damaged)."""
+        rows = []
+        for idx, text in self._db.execute("SELECT idx, row FROM results ORDER BY idx"):
+            try:
+                row = json.loads(text)
+            except (TypeError, ValueError) as exc:  # json.JSONDecodeError; TypeError: a non-text column
+                raise RunStoreError(f"{self.path}: the row of input {idx} is not valid JSON ({exc}); "
+                                    "the run store was edited or damaged") from exc
+            if not isinstance(row, dict) or row.get("index") != idx:
+                raise RunStoreError(f"{self.path}: the row stored for input {idx} is not that input's row; "
+                                    "the run store was edited or damaged")
+            rows.append(row)
+        return rows
 
     def add(self, rows: list[dict]) -> None:
         """Commits finished rows (each with an 'index'); an index already stored is an error."""
@@ -116,6 +154,33 @@ class RunStore:
 
     def close(self) -> None:
         self._db.close()
+        if self._lock is not None:
+            self._lock.close()  # closing the file releases the flock
+            self._lock = None
+
+
+def _lock(folder: Path):
+    """An exclusive lock on the run folder, held while the returned file stays open: two processes
+    writing one run would certify inputs twice. The file holds the holder's process id, for the
+    message the second process prints. (fcntl locks are POSIX; elsewhere runs are not locked.)"""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        return None
+    handle = open(folder / LOCK_NAME, "a+")  # noqa: SIM115 - held open until the store closes
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise RunStoreError(f"another certify process (pid {holder}) is running in {folder}; wait for it to finish, "
+                            "or stop it and run again with --resume") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
 
 
 def _connect(path: Path) -> sqlite3.Connection:

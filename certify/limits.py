@@ -35,11 +35,14 @@ class Limit:
 
 LIMITS = {limit.name: limit for limit in (
     Limit("decompressed_bytes", 2 << 30, "bytes",
-          "bytes one array of an .npz / .npy file, or a gzip-compressed VNN-LIB file, may expand to"),
+          "bytes one array of an .npz / .npy file, one compressed member of a torch.save model, or a "
+          "gzip-compressed VNN-LIB file may expand to"),
     Limit("file_bytes", 4 << 30, "bytes", "size of a model, data, VNN-LIB or certificate file"),
-    Limit("archive_members", 100_000, "members", "members of a zip archive (an .npz data file or a torch.save model)"),
+    Limit("archive_members", 100_000, "members",
+          "members of a zip archive (an .npz data file or a torch.save model)"),
     Limit("tensor_elements", 1 << 28, "elements",
-          "elements of one tensor in an ONNX model (initializers, constants and values folded from them)"),
+          "elements of one tensor in an ONNX model: initializers, constants, values folded from them, the "
+          "declared input and each computed value (per input)"),
     Limit("literal_digits", 400, "characters", "length of one numeric literal in a VNN-LIB file"),
     Limit("vnnlib_bytes", 64 << 20, "bytes", "text of one VNN-LIB file (after decompression, for .vnnlib.gz)"),
     Limit("property_size", 1 << 24, "terms",

@@ -121,6 +121,24 @@ def test_labels_that_are_not_class_indices_are_refused(name, container, tmp_path
     assert "d.npz" in str(info.value) or "y.npy" in str(info.value) or "x.npy" in str(info.value)
 
 
+def test_the_reader_keeps_byte_order_layout_and_values(tmp_path):
+    """certify reads .npy data itself now: big-endian, Fortran-order and float16 arrays come back
+    exactly as numpy's own reader gives them, compressed or not."""
+    rng = np.random.default_rng(0)
+    x = np.asfortranarray(rng.standard_normal((5, 3, 2)).astype(">f8"))
+    y = np.array([3, 0, 2, 1, 4], ">i4")
+    np.savez_compressed(tmp_path / "c.npz", x=x, y=y)
+    np.savez(tmp_path / "s.npz", x=x.astype(np.float16), y=y)
+    for name, expected in (("c.npz", x), ("s.npz", x.astype(np.float16))):
+        data = load_data(tmp_path / name)
+        np.testing.assert_array_equal(data.x.numpy(), expected.astype(np.float32))
+        assert data.y.tolist() == [3, 0, 2, 1, 4]
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    np.testing.assert_array_equal(load_data(tmp_path / "x.npy", labels=tmp_path / "y.npy").x.numpy(),
+                                  x.astype(np.float32))
+
+
 # ----------------------------------------------------------------------------- sizes
 def test_an_npz_declaring_a_huge_array_is_refused_before_allocating(tmp_path):
     """A few hundred bytes whose .npy header declares 2**40 floats (4 TiB)."""
@@ -514,3 +532,39 @@ def test_the_members_of_a_model_archive_are_limited(tmp_path, monkeypatch):
     with pytest.raises(limits.ResourceLimitError, match="CERTIFY_LIMIT_ARCHIVE_MEMBERS") as info:
         load_model(tmp_path / "w.pt")
     assert str(tmp_path / "w.pt") in str(info.value)
+
+
+def test_a_compressed_member_of_a_state_dict_archive_is_limited(tmp_path, monkeypatch):
+    """torch.save stores members uncompressed; torch.load also inflates compressed ones, allocating
+    their declared size: 4 MiB of zeros in a ~4 KB member here."""
+    torch.save({"w": torch.zeros(4)}, tmp_path / "sd.pt")
+    with zipfile.ZipFile(tmp_path / "sd.pt") as archive:
+        members = [(info.filename, archive.read(info.filename)) for info in archive.infolist()]
+    with zipfile.ZipFile(tmp_path / "bomb.pt", "w") as archive:
+        for name, data in members:
+            big = name.endswith("data/0")
+            archive.writestr(name, bytes(4 << 20) if big else data,
+                             compress_type=zipfile.ZIP_DEFLATED if big else zipfile.ZIP_STORED)
+    assert (tmp_path / "bomb.pt").stat().st_size < 64_000
+    monkeypatch.setenv("CERTIFY_LIMIT_DECOMPRESSED_BYTES", "1e6")
+    with pytest.raises(limits.ResourceLimitError, match=r"compressed member '.*data/0'.*4,194,304 bytes") as info:
+        load_model(tmp_path / "bomb.pt")
+    assert str(tmp_path / "bomb.pt") in str(info.value)
+
+
+def test_gemm_with_a_weight_that_is_not_a_matrix_is_refused(tmp_path):
+    path = onnx_file(tmp_path / "m.onnx", [helper.make_node("Gemm", ["x", "b"], ["y"], name="gemm1d")],
+                     {"b": np.ones(4, np.float32)})
+    with pytest.raises(certify.UnsupportedModelError, match=r"'gemm1d' \(Gemm\): B of shape \(4,\)"):
+        load_onnx(path)
+
+
+def test_an_axis_beyond_numpy_integers_is_a_model_file_error(tmp_path):
+    """Unsqueeze of a shape (which holds the batch size) at axis 2**40: numpy raised OverflowError."""
+    nodes = [helper.make_node("Shape", ["x"], ["s"], name="shape"),
+             helper.make_node("Unsqueeze", ["s", "axes"], ["s2"], name="far"),
+             helper.make_node("Reshape", ["x", "s2"], ["y"], name="reshape")]
+    path = onnx_file(tmp_path / "m.onnx", nodes, {"axes": np.array([2**40])})
+    with pytest.raises(ModelFileError, match=r"'far' \(Unsqueeze\)") as info:
+        load_onnx(path)
+    assert str(path) in str(info.value)

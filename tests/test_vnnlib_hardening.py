@@ -65,8 +65,9 @@ def run_cli(*args, cwd):
 # ============================================================================ 1. counterexamples
 # y = x_0 + x_1 + x_2 with x_0 = 1 and x_1 = x_2 = 2^-24: float32, summing left to right, rounds
 # 1 + 2^-24 to 1 (a tie, to even) twice and gives exactly 1; the exact value is 1 + 2^-23.
+# (Bounds written as exact fractions: repr(2.0 ** -24) is a decimal a little above 2^-24.)
 TINY = 2.0 ** -24
-TIGHT = declarations(3, 1) + box([(1, 1), (repr(TINY), repr(4 * TINY)), (repr(TINY), repr(4 * TINY))])
+TIGHT = declarations(3, 1) + box([(1, 1), ("(/ 1 16777216)", "(/ 4 16777216)"), ("(/ 1 16777216)", "(/ 4 16777216)")])
 
 
 def test_premise_float32_sums_the_tight_network_to_exactly_one():
@@ -147,7 +148,7 @@ def test_push_moves_a_boundary_point_into_the_region():
     (1, 2^-24, 2^-24) meets it in float32 only; confirm refuses it, and push finds a point a little
     inward that every execution confirms."""
     net = linear([[1.0, 1.0, 1.0]], [0.0])
-    wide = declarations(3, 1) + box([(1, 1), (repr(-4 * TINY), repr(4 * TINY)), (repr(-4 * TINY), repr(4 * TINY))])
+    wide = declarations(3, 1) + box([(1, 1), ("(/ -4 16777216)", "(/ 4 16777216)")] + [("(/ -4 16777216)", "(/ 4 16777216)")])
     prop = parse_vnnlib(wide + "(assert (<= Y_0 1))\n")
     checker = vnnlib._Checker(net, (3,), prop, "crown", vnnlib._Clock(None), 16, 0, None)
     point = torch.tensor([1.0, TINY, TINY])
@@ -258,7 +259,7 @@ CRAFTED = [
     ("(declare-const X_\u0661 Real)\n", {}, 1, "unknown variable name"),
     (ONE + "(assert (<= Y_0 " + "z" * 100_000 + "))\n", {}, 5, "unknown symbol 'zzzz"),
     (declarations(1, 1) + "(assert (>= X_0 (/ 1e400 3)))\n(assert (<= X_0 0))\n", {}, 4, "empty input box: X_0 >= inf"),
-    (ONE + "(assert (<= Y_0 1))", {"num_outputs": 10**6, "num_inputs": 1}, 5, "CERTIFY_LIMIT_PROPERTY_SIZE"),
+    (ONE + "(assert (<= Y_0 1))", {"num_outputs": 3 * 10**6, "num_inputs": 1}, 5, "CERTIFY_LIMIT_PROPERTY_SIZE"),
 ]
 
 

@@ -1,6 +1,11 @@
 """Loading the inputs to certify: .npz / .npy arrays, or the bundled digits.
 
-Arrays are read with allow_pickle=False (an object array in the file is refused, never unpickled).
+Arrays are read without pickle (an object array in the file is refused, never unpickled), by
+certify's own reader: each .npy header (inside an .npz: only the members it needs) is parsed
+first, and the array's size is checked against certify.limits before anything is allocated or
+decompressed, as are the file's size and an archive's member count. Labels are checked in their
+stored dtype before the cast to int64, so no label can wrap to a negative value.
+
 Input i of a data set is row i of its array; runs and certificates name inputs by that index, and
 the noise for input i is drawn from Philox stream i, so any subset certifies as in the full run.
 """
@@ -83,7 +88,7 @@ def save_npz(path: Path, x: torch.Tensor, y: torch.Tensor) -> None:
 
 NPY_MAGIC = b"\x93NUMPY"
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip archive with members; an empty one
-_MAX_HEADER_BYTES = 65_536  # an .npy header is a short dict literal (numpy itself stops at 10,000 characters)
+_MAX_HEADER_BYTES = 65_536  # an .npy header is a short dict literal (numpy stops at 10,000 characters)
 _CHUNK = 1 << 24
 
 
@@ -173,10 +178,11 @@ def _read_array(stream, size: int, where: str) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # numpy warns about headers written by Python 2
             shape, fortran_order, dtype = parse(io.BytesIO(length_bytes + header))
-    except ValueError as exc:
+    except Exception as exc:  # noqa: BLE001 - the header is parsed as a Python literal: any error is damage
         raise DataFileError(f"{where} has a damaged .npy header: {_first_line(exc)}") from None
     if dtype.hasobject:
-        raise DataFileError(f"{where} holds Python objects (a pickled array); certify reads numeric arrays only")
+        raise DataFileError(f"{where} holds Python objects (a pickled array); certify reads numeric arrays "
+                            "only")
     if dtype.kind not in "biufc" or dtype.fields is not None or dtype.subdtype is not None:
         raise DataFileError(f"{where} holds values of type {dtype}; certify reads numeric arrays only")
     if any(type(d) is not int or d < 0 for d in shape):
@@ -189,14 +195,13 @@ def _read_array(stream, size: int, where: str) -> np.ndarray:
         raise DataFileError(f"{where} is truncated: its header declares shape {shape} of {dtype} "
                             f"({nbytes:,} bytes) but only {max(left, 0):,} bytes of data follow")
     array = np.empty(count, dtype)
-    raw = array.view(np.uint8)
+    raw = memoryview(array.view(np.uint8))
     done = 0
     while done < nbytes:
-        chunk = stream.read(min(_CHUNK, nbytes - done))
-        if not chunk:
+        read = stream.readinto(raw[done:min(done + _CHUNK, nbytes)])
+        if not read:
             raise DataFileError(f"{where} is truncated: {done:,} of {nbytes:,} bytes of data")
-        raw[done:done + len(chunk)] = np.frombuffer(chunk, np.uint8)
-        done += len(chunk)
+        done += read
     return array.reshape(shape[::-1]).T if fortran_order else array.reshape(shape)
 
 

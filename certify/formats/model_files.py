@@ -12,6 +12,9 @@ Formats, told apart by content (not only by the file name):
   state dict holds no architecture: `arch="package.module:factory"` names a Python callable (code
   the user chose to import) that builds the empty model.
 
+Before anything is read, the file's size, a zip archive's member count and the declared size of
+any compressed member are checked against certify.limits.
+
 ONNX files and state dicts never run code from the file. A pickle of a whole nn.Module
 (torch.save(model)) is refused: unpickling it runs code named in the file. The errors say how to
 save the model instead.
@@ -117,8 +120,13 @@ def _detect(path: Path) -> str:
                 if record is not None:
                     limits.check("archive_members", record[zipfile._ECD_ENTRIES_TOTAL], f"model file {path}")
                 with zipfile.ZipFile(f) as archive:
-                    names = archive.namelist()
-            limits.check("archive_members", len(names), f"model file {path}")
+                    members = archive.infolist()
+            limits.check("archive_members", len(members), f"model file {path}")
+            for info in members:  # torch.save stores members uncompressed; a compressed one could expand
+                if info.compress_type != zipfile.ZIP_STORED:
+                    limits.check("decompressed_bytes", info.file_size,
+                                 f"model file {path}, compressed member '{info.filename}'")
+            names = [info.filename for info in members]
         except (zipfile.BadZipFile, OSError) as exc:
             raise ModelFileError(f"model file {path} is a damaged zip archive ({exc})") from exc
         if any(name.endswith("archive_format") or "/serialized_exported_program" in name

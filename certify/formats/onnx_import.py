@@ -11,6 +11,12 @@ their own. The batch size is the one number not known while converting: Shape of
 gives an object array holding None in its place, which Gather / Unsqueeze / Concat carry along so
 that the `x.view(x.size(0), -1)` pattern of torch exports becomes a Reshape keeping the batch.
 
+Hostile files: nodes the output does not depend on are skipped, never evaluated. Sizes are checked
+against certify.limits before anything is allocated: every tensor in the file (its declared shape),
+each folded value (worked out from its inputs' shapes) and each value computed from the input (per
+input, from the shapes). Tensors with external data and sparse tensors are refused before onnx's
+checker runs, since the checker looks up external files relative to the current folder.
+
 Batch dimension: a leading input dimension that is symbolic or 1 is the batch; the module takes
 (B, *input_shape) for any B. An input declared without one (e.g. [784]) is taken as one sample
 (input_shape = (784,)) and the module still takes a batch (B, 784): each row is run through the
@@ -59,7 +65,8 @@ def load_onnx(path) -> torch.fx.GraphModule:
     The module takes (B, *module.input_shape) and returns (B, *module.output_shape).
     Raises ModelFileError for a file that is missing, corrupt, not ONNX, fails onnx's checker or
     refers to external data; UnsupportedModelError for an operator or input certify cannot convert
-    (naming the operator and the node), and for float64 models (bounds are for float32 weights).
+    (naming the operator and the node), and for float64 models (bounds are for float32 weights);
+    certify.limits.ResourceLimitError for a file, tensor or value larger than certify's limits.
     """
     try:
         import onnx  # noqa: F401 - an optional dependency, needed only here
@@ -306,7 +313,8 @@ class _Converter:
                 raise UnsupportedModelError(f"{self.path}: {exc}") from None
             except limits.ResourceLimitError:
                 raise
-            except (RuntimeError, ValueError, TypeError, IndexError) as exc:  # inconsistent shapes or types
+            except (RuntimeError, ValueError, TypeError, IndexError, ArithmeticError) as exc:
+                # inconsistent shapes or types, or sizes beyond numpy's integers
                 shapes = [v.shape for v in inputs if isinstance(v, (_Computed, np.ndarray))]
                 raise ModelFileError(f"'{self.path}': ONNX node '{_label(node)}' ({node.op_type}) fails on "
                                      f"inputs of shapes {shapes}: {_first_line(exc)}") from None
@@ -475,6 +483,8 @@ def _gemm(cv, node, inputs, attrs):
     if len(x.shape) != 1:
         _refuse(node, f"its input has shape {x.shape} per sample; Gemm needs (batch, features)")
     weight = cv.weights(node, b, "B")
+    if weight.dim() != 2:
+        _refuse(node, f"B of shape {tuple(weight.shape)}; Gemm needs a 2-D B")
     weight = weight if attrs.get("transB", 0) else weight.T  # nn.Linear stores (out, in)
     # skip_init: no random initialisation (which would draw from, and so move, torch's global RNG)
     linear = nn.utils.skip_init(nn.Linear, weight.shape[1], weight.shape[0], bias=c is not None)

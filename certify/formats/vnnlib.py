@@ -68,7 +68,7 @@ class Constraint:
     def __post_init__(self):
         object.__setattr__(self, "coeffs", tuple(c if type(c) is Fraction else Fraction(c) for c in self.coeffs))
         object.__setattr__(self, "bound", self.bound if type(self.bound) is Fraction else Fraction(self.bound))
-        if abs(self.bound) > _F64_MAX or any(abs(c) > _F64_MAX for c in self.coeffs):
+        if abs(self.bound) > _F64_MAX or any(c and abs(c) > _F64_MAX for c in self.coeffs):
             raise ValueError("Constraint: a coefficient or the bound is beyond the float64 range")
 
     def holds(self, y) -> bool:
@@ -521,7 +521,7 @@ class _Parser:
                 for (_, j), c in atom.lhs.coeffs.items():
                     coeffs[j] = c
                 bound = -atom.lhs.const
-                if abs(bound) > _F64_MAX or any(abs(c) > _F64_MAX for c in coeffs):
+                if abs(bound) > _F64_MAX or any(abs(c) > _F64_MAX for c in atom.lhs.coeffs.values()):
                     raise _error(atom.expr, "a coefficient or bound of this output constraint is beyond the "
                                             "float64 range (magnitude above 1.8e308)")
                 constraints.append(Constraint(tuple(coeffs), bound))
@@ -732,39 +732,55 @@ class _Prepared:
 
     Proof rows: constraint a @ Y <= b is scaled by s = 2^k (max |s a_j| in [1, 2)) and split as
     s a = hi + lo with hi = float32(s a) and lo the exact residual. spec_bounds gives L <= hi @ f(x)
-    over a box; when some residual is non-zero, the spec also has the rows e_j and -e_j, giving
-    l_j <= f_j(x) <= u_j, and lo @ f(x) >= sum_j min(lo_j l_j, lo_j u_j) (interval arithmetic, in
-    Fractions). The case is infeasible on the box when L + that sum > s b, compared exactly.
+    over a box; when some residual is non-zero, the spec also has the rows e_j and -e_j for the
+    outputs j with a non-zero residual, giving l_j <= f_j(x) <= u_j, and lo @ f(x) >=
+    sum_j min(lo_j l_j, lo_j u_j) (interval arithmetic, in Fractions). The case is infeasible on
+    the box when L + that sum > s b, compared exactly.
     """
 
     case: Case
-    spec: np.ndarray  # (R, m): S constraint rows (float32 values), then [I; -I] if any residual
+    spec: np.ndarray  # (R, m): S constraint rows (float32 values), then e_j and -e_j for j in `outputs`
     threshold: np.ndarray  # (S,) float64: the smallest float64 >= s b
     strict: np.ndarray  # (S,) bool: threshold == s b, so L > threshold is needed (else L >= threshold)
     scaled_bound: list[Fraction]  # s b
     residual: list[tuple[Fraction, ...] | None]  # lo, or None when zero
     inner: tuple[np.ndarray, np.ndarray] | None = field(default=None)  # float32 points of the exact box
+    outputs: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))  # j with a residual
+    coeffs: np.ndarray | None = None  # (S, m) float64: case.coeffs, for the attack
+    bounds: np.ndarray | None = None  # (S,) float64: case.bounds
 
     @staticmethod
     def make(case: Case, num_outputs: int, inner_boxes: dict | None = None) -> _Prepared:
         """inner_boxes: a cache of `inner` by box (cases that share a box share it)."""
         rows, thresholds, strict, scaled, residual = [], [], [], [], []
+        zero = Fraction(0)
         for k in case.constraints:
-            biggest = max(abs(c) for c in k.coeffs)  # > 0: constant comparisons never become constraints
+            nonzero = [(j, c) for j, c in enumerate(k.coeffs) if c]
+            # > 0 from the parser: constant comparisons never become constraints
+            biggest = max((abs(c) for _, c in nonzero), default=Fraction(1))
             e = biggest.numerator.bit_length() - biggest.denominator.bit_length()
             e = e if biggest >= Fraction(2) ** e else e - 1
             s = Fraction(2) ** -e
-            hi = np.array([float(np.float32(float(s * c))) for c in k.coeffs])
-            lo = tuple(s * c - Fraction(h) for c, h in zip(k.coeffs, hi, strict=True))
+            hi, lo = np.zeros(num_outputs), [zero] * num_outputs
+            for j, c in nonzero:
+                hi[j] = float(np.float32(float(s * c)))
+                lo[j] = s * c - Fraction(hi[j])
             rows.append(hi)
             scaled.append(s * k.bound)
             thresholds.append(_round_up(s * k.bound))
             strict.append(math.isfinite(thresholds[-1]) and Fraction(thresholds[-1]) == s * k.bound)
-            residual.append(lo if any(lo) else None)
-        if any(r is not None for r in residual):
-            eye = np.eye(num_outputs)
+            residual.append(tuple(lo) if any(lo[j] for j, _ in nonzero) else None)
+        outputs = sorted({j for r in residual if r is not None for j, v in enumerate(r) if v})
+        if outputs:
+            eye = np.eye(num_outputs)[outputs]
             rows += list(eye) + list(-eye)
         spec = np.array(rows, dtype=np.float64).reshape(len(rows), num_outputs)
+        coeffs = np.zeros((len(case.constraints), num_outputs))
+        for i, k in enumerate(case.constraints):
+            for j, c in enumerate(k.coeffs):
+                if c:
+                    coeffs[i, j] = float(c)
+        bounds = np.array([float(k.bound) for k in case.constraints], dtype=np.float64)
         key = (id(case.exact_lower), id(case.exact_upper))
         if inner_boxes is not None and key in inner_boxes:
             inner = inner_boxes[key][0]
@@ -776,7 +792,8 @@ class _Prepared:
                 inner = (lo32, hi32)
             if inner_boxes is not None:  # the case is kept with it, so the ids stay its box's
                 inner_boxes[key] = (inner, case)
-        return _Prepared(case, spec, np.array(thresholds), np.array(strict, dtype=bool), scaled, residual, inner)
+        return _Prepared(case, spec, np.array(thresholds), np.array(strict, dtype=bool), scaled, residual, inner,
+                         np.array(outputs, dtype=int), coeffs, bounds)
 
     def infeasible(self, lower: np.ndarray) -> np.ndarray:
         """lower: (B, R) float64 lower bounds of the spec rows over B boxes. True where some
@@ -786,7 +803,7 @@ class _Prepared:
         proven = (bound > self.threshold) | (~self.strict & (bound == self.threshold))
         plain = np.array([r is None for r in self.residual], dtype=bool)
         settled = (proven & plain).any(axis=1)
-        m = self.spec.shape[1]
+        m = len(self.outputs)
         for b in np.flatnonzero(~settled):
             for i, lo in enumerate(self.residual):
                 if lo is None or not math.isfinite(lower[b, i]):
@@ -795,7 +812,8 @@ class _Prepared:
                 if not (np.isfinite(y_low).all() and np.isfinite(y_high).all()):
                     continue
                 total = Fraction(float(lower[b, i]))
-                for r, l_j, u_j in zip(lo, y_low, y_high, strict=True):
+                for j, l_j, u_j in zip(self.outputs, y_low, y_high, strict=True):
+                    r = lo[j]
                     if r:
                         total += r * Fraction(float(l_j if r > 0 else u_j))
                 if total > self.scaled_bound[i]:
@@ -835,6 +853,7 @@ class _Boxes:
 _SLICE = 0.25
 _CROWN_SAFETY = 2.0
 _CROWN_VS_ROWS = 2.0
+_SPEC_ENTRIES = 1 << 24
 OVERRUN_SECONDS = 2.0
 
 
@@ -1024,9 +1043,11 @@ class _Checker:
         provable = rows > 0  # cases without constraints: the whole box is unsafe, nothing to prove
         for method in self.tiers if tiers is None else tiers:
             todo = np.flatnonzero(provable & ~settled)
+            # (boxes, rows, outputs) spec entries per call: at most _SPEC_ENTRIES (or one box)
+            most = max(1, min(self.batch_size, _SPEC_ENTRIES // (max(1, int(rows.max())) * self.bounded.num_outputs)))
             while len(todo):
                 self.clock.check()
-                count, work = self._batch(method, boxes, todo[:self.batch_size], rows)
+                count, work = self._batch(method, boxes, todo[:most], rows)
                 if count == 0:  # CROWN that could not end before the deadline: the boxes stay open
                     break
                 part = todo[:count]
@@ -1111,8 +1132,9 @@ class _Checker:
             case = self.prepared[c].case
             if case.constraints:
                 s = len(case.constraints)
-                coeffs[b, :s], bound[b, :s], active[b, :s] = torch.from_numpy(case.coeffs), torch.from_numpy(
-                    case.bounds), True
+                prepared = self.prepared[c]
+                coeffs[b, :s], bound[b, :s] = torch.from_numpy(prepared.coeffs), torch.from_numpy(prepared.bounds)
+                active[b, :s] = True
         u = torch.rand(lo.shape, generator=self.generator)
         u[(offset + torch.arange(n)) % restarts == 0] = 0.5  # each box's first start: its centre
         x = torch.minimum(lo + u * (hi - lo), hi)
@@ -1174,7 +1196,7 @@ class _Checker:
         case = self.prepared[c].case
         if not case.constraints:
             return None
-        coeffs, bound = torch.from_numpy(case.coeffs), torch.from_numpy(case.bounds)
+        coeffs, bound = torch.from_numpy(self.prepared[c].coeffs), torch.from_numpy(self.prepared[c].bounds)
         x = x.detach().to(torch.float32).reshape(1, *self.shape).clone().requires_grad_(True)
         with torch.enable_grad():
             y = self.model(x).reshape(-1).double()

@@ -65,7 +65,11 @@ def default_radii(method: dict) -> list[float]:
         return list(DEFAULT_SMOOTHING_RADII)
     if method["procedure"] == "verify":
         return [method["eps"]]
-    return [round(method["max_eps"] * k / 10, 12) for k in range(11)]
+    # k / 10 first: max_eps * k overflows to infinity for max_eps near the largest double
+    radii = [round(method["max_eps"] * (k / 10), 12) for k in range(11)]
+    if not all(math.isfinite(r) for r in radii):
+        raise ValueError(f"max_eps {method['max_eps']} gives radii that are not finite")
+    return radii
 
 
 def summarize(method: dict, rows: list[dict], radii) -> dict:
@@ -241,8 +245,8 @@ def load(path: Path) -> dict:
     size limit, JSON nested deeper than the depth limit (certificates are 4 levels deep; a deep file
     would exhaust the parser's recursion), duplicate keys (a signature covers one reading of the
     file, and another reader could take the other value), NaN, infinities, numbers that overflow to
-    them, and integers beyond ±2^63 (no count, index or seed is that large; a larger one would
-    overflow the arithmetic that checks it)."""
+    them, and integers outside [-2^63, 2^64) (seeds reach 2^64 - 1; no count or index is that
+    large, and a larger one would overflow the arithmetic that checks it)."""
     from certify import limits
 
     path = Path(path)
@@ -290,13 +294,15 @@ def _nesting_depth(text: str) -> int:
     return deepest
 
 
-INT_LIMIT = 2**63
+INT_MIN, INT_LIMIT = -2**63, 2**64  # int64 below, uint64 above (a seed may be any 64-bit value)
 
 
 def _bounded_int(digits: str) -> int:
-    if len(digits.lstrip("-")) > 19 or not -INT_LIMIT <= int(digits) < INT_LIMIT:
+    # 2^64 has 20 digits: the length test keeps int() from parsing thousands of them
+    if len(digits.lstrip("-")) > 20 or not INT_MIN <= int(digits) < INT_LIMIT:
         shown = digits if len(digits) <= 24 else digits[:20] + f"... ({len(digits)} digits)"
-        raise ValueError(f"the certificate holds the integer {shown}, beyond ±2^63")
+        raise ValueError(f"the certificate holds the integer {shown}, beyond ±2^63 (integers must lie in "
+                         "[-2^63, 2^64))")
     return int(digits)
 
 
@@ -399,8 +405,8 @@ def check(cert: dict, public_key: Path | None = None) -> list[tuple[str, bool, s
     if errors:
         # The deepest error: inside a row (from the family's row schema), not "no oneOf branch matched".
         relevant = jsonschema.exceptions.best_match(errors)
-        best = max(errors, key=lambda e: (len(e.absolute_path), e is relevant))
-        where = "/".join(str(p) for p in best.path) or "(top level)"
+        best = _innermost(max(errors, key=lambda e: (len(e.absolute_path), e is relevant)))
+        where = "/".join(str(p) for p in best.absolute_path) or "(top level)"
         results.append(("schema", False, f"{len(errors)} problem(s); at {where}: {best.message[:300]}"))
         return results
     results.append(("schema", True, SCHEMA_ID))
@@ -421,6 +427,18 @@ def check(cert: dict, public_key: Path | None = None) -> list[tuple[str, bool, s
     return results
 
 
+def _innermost(error):
+    """For "matches none of oneOf's schemas" (a method): the deepest error of the branch with the
+    fewest errors, the one the value was meant for (e.g. 'method/n: ... greater than the maximum')."""
+    while error.context:
+        branches: dict = {}
+        for inner in error.context:
+            branches.setdefault(inner.relative_schema_path[0], []).append(inner)
+        closest = min(branches.values(), key=len)
+        error = max(closest, key=lambda e: len(e.absolute_path))
+    return error
+
+
 def failures(cert: dict) -> list[str]:
     """The checks a freshly built certificate fails (signature aside): what `execute` runs before
     it signs or writes one, so a run store edited by hand never becomes a signed certificate."""
@@ -433,7 +451,7 @@ def _check_coverage(cert: dict) -> tuple[str, bool, str]:
     data = cert["data"]
     count = data["num_inputs"] if data.get("limit") is None else min(data["limit"], data["num_inputs"])
     indices = [r["index"] for r in cert["results"]]
-    if indices != list(range(count)):
+    if len(indices) != count or indices != list(range(count)):  # the length first: count may be huge
         return ("coverage", False, f"the rows must be inputs 0..{count - 1} in order, one each; "
                                    f"got {len(indices)} rows" + ("" if len(indices) != count else " out of order"))
     wrong = [r["index"] for r in cert["results"] if r["correct"] != (r["prediction"] == r["label"])]
@@ -454,8 +472,12 @@ def _check_coverage(cert: dict) -> tuple[str, bool, str]:
 
 def _check_bounds_rows(cert: dict) -> tuple[str, bool, str]:
     """What a bounds row can claim: the radius its procedure gives, no verified input broken by
-    the attack, a positive margin where verified, a verified input's float32 prediction the label
-    unless (exact inference) `float32_disagrees` records the float32 rounding effect."""
+    the attack, verified exactly when the margin bound (where recorded: verify procedure only) is
+    positive, a verified input's float32 prediction the label unless (exact inference)
+    `float32_disagrees` records the float32 rounding effect, and every misclassified input broken
+    by the attack (PGD starts from the input itself) unless that record explains it. Certificates
+    from before method.inference state that the model classifies every verified ball as the label:
+    their rows may record no float32 disagreement."""
     m = cert["method"]
     exact = m.get("inference", "exact") == "exact"
     for row in cert["results"]:
@@ -463,14 +485,22 @@ def _check_bounds_rows(cert: dict) -> tuple[str, bool, str]:
         if m["procedure"] == "verify":
             if row["radius"] != (m["eps"] if row["verified"] else 0.0):
                 return ("rows", False, f"input {i}: radius {row['radius']} is not eps = {m['eps']} (verified) or 0")
-            if row["verified"] and row.get("margin", 1.0) <= 0:
-                return ("rows", False, f"input {i}: verified with a margin bound <= 0")
+            # BoundsJob: verified = every margin bound > 0, and `margin` is their minimum (the one
+            # verified was decided on, float32 inference included), recorded where finite.
+            if "margin" in row and row["verified"] != (row["margin"] > 0):
+                return ("rows", False, f"input {i}: verified is {row['verified']} with a margin bound of "
+                                       f"{row['margin']} (verified exactly when it is > 0)")
         elif not 0.0 <= row["radius"] <= m["max_eps"] or row["verified"] != (row["radius"] > 0):
             return ("rows", False, f"input {i}: radius {row['radius']} outside (0, max_eps = {m['max_eps']}] "
                                    "or not matching its verified flag")
+        elif "margin" in row:
+            return ("rows", False, f"input {i}: a margin bound, which the radius procedure does not record")
         if row["verified"] and row["attacked"]:
             return ("rows", False, f"input {i}: verified, yet the attack broke it")
         disagrees = row.get("float32_disagrees", [])
+        if disagrees and "inference" not in m:
+            return ("rows", False, f"input {i}: float32_disagrees in a certificate without method.inference, whose "
+                                   "guarantee says the model classifies every point of a verified ball as the label")
         if disagrees and not (exact and row["verified"]):
             return ("rows", False, f"input {i}: float32_disagrees belongs to verified inputs under exact inference")
         if row["verified"] and not row["correct"] and "input" not in disagrees:
@@ -482,6 +512,9 @@ def _check_bounds_rows(cert: dict) -> tuple[str, bool, str]:
                                    "inside its verified ball")
         if (m["attack"] is None) != (row["attacked"] is None):
             return ("rows", False, f"input {i}: 'attacked' does not match whether an attack was run")
+        if row["attacked"] is False and not row["correct"] and not (row["verified"] and "input" in disagrees):
+            return ("rows", False, f"input {i}: misclassified, yet not attacked (the attack counts a misclassified "
+                                   "input as broken)")
     return ("rows", True, f"{len(cert['results'])} rows consistent with the method")
 
 
@@ -531,7 +564,10 @@ def _check_smoothing_rows(cert: dict) -> tuple[str, bool, str]:
             bad.append(row["index"])
             continue
         if row["prediction"] == -1:
-            if row["radius"] != 0.0:
+            # An abstention's p_lower is the bound of the class the n0 draw chose (not recorded): it
+            # must be the bound of some class's count, and at most 1/2 (above it the run certifies).
+            bounds = {float(b) for b in smoothing_bounds(noise, np.array(counts), m["n"], m["alpha"], tail)[0]}
+            if row["radius"] != 0.0 or not row["p_lower"] <= 0.5 or row["p_lower"] not in bounds:
                 bad.append(row["index"])
             continue
         if not 0 <= row["prediction"] < len(counts):

@@ -168,9 +168,9 @@ def _finish(cert: dict, out: Path, quiet: bool, started: float) -> None:
               help="Noise level: σ of Gaussian noise, the scale λ of Laplace noise, the half-width of uniform noise.")
 @click.option("--noise", type=click.Choice(["gaussian", "laplace", "uniform"]), default="gaussian", show_default=True,
               help="Noise family: gaussian certifies ℓ2 radii; laplace and uniform certify ℓ1 radii.")
-@click.option("--n0", type=click.IntRange(min=1), default=100, show_default=True,
+@click.option("--n0", type=click.IntRange(min=1, max=2**48), default=100, show_default=True,
               help="Samples that choose the class.")
-@click.option("--n", type=click.IntRange(min=1), default=100_000, show_default=True,
+@click.option("--n", type=click.IntRange(min=1, max=2**48), default=100_000, show_default=True,
               help="Samples that bound the class probability (independent of the n0 draw).")
 @click.option("--alpha", type=float, default=0.001, show_default=True, callback=_probability,
               help="Failure probability of each input's certificate.")
@@ -268,6 +268,8 @@ def bounds(model_path, arch, trust_code, data_spec, labels, limit, out, resume, 
         raise BadInput("give either --eps (verify) or --radius (largest certified eps), not both or neither")
     if domain is not None and norm != "linf":
         raise BadInput("--domain applies to --norm linf only")
+    if domain is not None and not all(math.isfinite(v) for v in domain):
+        raise BadInput(f"--domain must be two finite numbers LO HI, got {domain[0]} {domain[1]}")
     started = time.perf_counter()
     inputs = run.prepare(model_path, data_spec, arch=arch, labels=labels, limit=limit, trust_code=trust_code)
     method_ = bounds_method(method, norm, eps, max_eps if radius_mode else None, tol if radius_mode else None, domain,
@@ -382,7 +384,12 @@ def report(run_folder, html, markdown):
     path = run_folder / CERTIFICATE_NAME
     if not path.exists():
         raise BadInput(f"{run_folder} has no {CERTIFICATE_NAME}: the run has not finished (resume it first)")
-    write_reports(run_folder, certificate.load(path), html, markdown)
+    cert = certificate.load(path)
+    # The report reads the certificate's fields as the schema defines them: check that first.
+    schema_check = next(result for result in certificate.check(cert) if result[0] == "schema")
+    if not schema_check[1]:
+        raise BadInput(f"{path} is not a valid certificate (schema: {schema_check[2]}); no report was written")
+    write_reports(run_folder, cert, html, markdown)
     click.echo(f"report: {html or run_folder / 'report.html'}, {markdown or run_folder / 'report.md'}")
 
 
@@ -404,10 +411,39 @@ def export(run_folder, tsv):
     # Radii exactly as certified (repr round-trips; rounding to nearest could move them up); time
     # as locuslab writes it, str(datetime.timedelta).
     lines = ["idx\tlabel\tpredict\tradius\tcorrect\ttime"]
-    lines += [f"{r['index']}\t{r['label']}\t{r['prediction']}\t{r['radius']!r}\t{int(r['correct'])}\t"
-              f"{datetime.timedelta(seconds=r['seconds'])}" for r in rows]
+    for r in rows:
+        problem = _export_problem(r)
+        if problem is not None:
+            raise BadInput(f"{store.path}: input {r['index']}: {problem}; the run store was edited or damaged, "
+                           "nothing was exported")
+        lines.append(f"{r['index']}\t{r['label']}\t{r['prediction']}\t{r['radius']!r}\t{int(r['correct'])}\t"
+                     f"{datetime.timedelta(seconds=r['seconds'])}")
     write_text_atomic(tsv, "\n".join(lines) + "\n")
     click.echo(f"{len(rows)} rows written to {tsv}")
+
+
+def _export_problem(row: dict) -> str | None:
+    """What keeps a stored row from being a TSV line (None: nothing). RunStore.rows has checked
+    that it is a JSON object holding its own integer index."""
+    for key in ("label", "prediction"):
+        value = row.get(key)
+        if key not in row:
+            return f"'{key}' is missing"
+        if isinstance(value, bool) or not isinstance(value, int) or not -1 <= value < 2**63:
+            return f"'{key}' must be a class index, got {value!r:.40}"
+    for key in ("radius", "seconds"):
+        value = row.get(key)
+        if key not in row:
+            return f"'{key}' is missing"
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            return f"'{key}' must be a finite number >= 0, got {value!r:.40}"
+    if row["seconds"] >= datetime.timedelta.max.days * 86_400:  # timedelta() overflows
+        return f"'seconds' is {row['seconds']!r}, beyond any duration"
+    if "correct" not in row:
+        return "'correct' is missing"
+    if not isinstance(row["correct"], bool):
+        return f"'correct' must be true or false, got {row['correct']!r:.40}"
+    return None
 
 
 # ---------------------------------------------------------------------------- keys and verification

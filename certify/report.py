@@ -655,8 +655,10 @@ def _figure(width: float, height: float):
 
 def _png(figure) -> str:
     buffer = io.BytesIO()
-    # No "Software" text chunk: the same certificate gives the same bytes.
-    figure.savefig(buffer, format="png", metadata={"Software": None})
+    # No "Software" text chunk: the same certificate gives the same bytes. Radii near the largest
+    # double (--max-eps 1e308) overflow inside matplotlib's tick spacing, harmlessly: not a warning.
+    with np.errstate(over="ignore", invalid="ignore"):
+        figure.savefig(buffer, format="png", metadata={"Software": None})
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 

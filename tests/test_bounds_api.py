@@ -175,7 +175,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match=r"shape \(6,\)"):
         bounded.bounds(torch.rand(2, 7), 0.1)
     with pytest.raises(ValueError, match="method"):
-        bounded.bounds(x, 0.1, method="alpha-crown")
+        bounded.bounds(x, 0.1, method="beta-crown")
     with pytest.raises(ValueError, match="norm"):
         bounded.bounds(x, 0.1, norm="l1")
     with pytest.raises(ValueError, match="domain applies"):

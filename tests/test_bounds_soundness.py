@@ -10,7 +10,7 @@ from bound_models import MODELS, build
 
 import certify
 
-METHODS = ["ibp", "crown-ibp", "crown"]
+METHODS = ["ibp", "crown-ibp", "crown", "alpha-crown"]
 SETS = [("linf", None, 0.15), ("linf", (0.0, 1.0), 0.3), ("l2", None, 0.4)]
 
 

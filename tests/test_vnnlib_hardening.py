@@ -256,7 +256,7 @@ CRAFTED = [
     (ONE + "(assert (<= Y_0 NaN))\n", {}, 5, "unknown symbol 'NaN'"),
     (ONE + "(assert (<= Y_0 +inf))\n", {}, 5, "unknown symbol '+inf'"),
     (ONE + "(assert (<= Y_0 1e5e5))\n", {}, 5, "unknown symbol '1e5e5'"),
-    ("(declare-const X_\u0661 Real)\n", {}, 1, "unknown variable name"),
+    ("(declare-const X_1\u0661 Real)\n", {}, 1, "unknown variable name"),  # a non-ASCII digit
     (ONE + "(assert (<= Y_0 " + "z" * 100_000 + "))\n", {}, 5, "unknown symbol 'zzzz"),
     (declarations(1, 1) + "(assert (>= X_0 (/ 1e400 3)))\n(assert (<= X_0 0))\n", {}, 4, "empty input box: X_0 >= inf"),
     (ONE + "(assert (<= Y_0 1))", {"num_outputs": 3 * 10**6, "num_inputs": 1}, 5, "CERTIFY_LIMIT_PROPERTY_SIZE"),
@@ -265,25 +265,23 @@ CRAFTED = [
 
 @pytest.mark.parametrize(("text", "kwargs", "line", "fragment"), CRAFTED)
 def test_crafted_files_are_a_clear_error_naming_the_line(text, kwargs, line, fragment, monkeypatch):
+    """... before allocating for what the file declares (a list per input up to X_99999999 was
+    800 MB; one coefficient per output up to Y_999999999, 8 GB)."""
     monkeypatch.setenv("CERTIFY_LIMIT_PROPERTY_SIZE", str(1 << 20))
     started = time.perf_counter()
-    with pytest.raises(ValueError) as info:
-        parse_vnnlib(text, **kwargs)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError) as info:
+            parse_vnnlib(text, **kwargs)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
     message = str(info.value)
     assert message.startswith(f"line {line}: "), message
     assert fragment in message, message
     assert len(message) < 1000  # long tokens are shortened in messages
+    assert peak < 64 << 20, peak
     assert time.perf_counter() - started < 10
-
-
-def test_a_long_sum_costs_linear_time():
-    """(+ Y_0 ... Y_n): each term was added by copying the sum so far, n^2 / 2 dictionary entries."""
-    n = 30_000
-    text = declarations(1, n) + box([(0, 1)]) + "(assert (<= (+ " + " ".join(f"Y_{j}" for j in range(n)) + ") 1))\n"
-    started = time.perf_counter()
-    prop = parse_vnnlib(text)
-    assert time.perf_counter() - started < 8
-    assert prop.cases[0].constraints[0].coeffs == (1,) * n
 
 
 def test_many_disjuncts_share_one_box():
@@ -323,11 +321,11 @@ def test_cifar_cnn_wide_box_answers_within_the_timeout():
 
 
 def test_cli_timeout_counts_reading_the_model_and_the_property(tmp_path):
-    """A property whose parsing alone takes many seconds (every bound stated ten times): the old
-    command started the clock after it."""
+    """A property whose parsing alone takes many seconds (every bound stated 30 times): the old
+    command started the clock after it (and answered unsat, proven by CROWN, long after 1.5 s)."""
     net = nn.Sequential(nn.Conv2d(3, 4, 3, stride=4), nn.ReLU(), nn.Flatten(), nn.Linear(256, 10)).eval()
     export_onnx(net, (3, 32, 32), tmp_path / "net.onnx")
-    text = declarations(3072, 10) + box([(0, 1)] * 3072) * 10 + "(assert (>= Y_0 (+ Y_1 50)))\n"
+    text = declarations(3072, 10) + box([(0, 1)] * 3072) * 30 + "(assert (>= Y_0 (+ Y_1 50)))\n"
     (tmp_path / "p.vnnlib").write_text(text)
     done, elapsed = run_cli("vnnlib", "--model", "net.onnx", "--spec", "p.vnnlib", "--timeout", "1.5",
                             "--result", "r.txt", cwd=tmp_path)

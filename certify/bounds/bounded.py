@@ -16,7 +16,7 @@ from certify.bounds.reference import InputSet, down, margin_spec, to_f32_down, t
 
 __all__ = ["BoundedModel", "Bounds"]
 
-METHODS = ("ibp", "crown", "crown-ibp")
+METHODS = ("ibp", "crown", "crown-ibp", "alpha-crown")
 NORMS = ("linf", "l2")
 ENGINES = ("native", "torch")
 INFERENCES = ("exact", "float32")
@@ -73,8 +73,21 @@ class BoundedModel:
         self.engine = engine
         self._engine = NativeEngine(self.graph) if engine == "native" else reference.TorchEngine(self.graph)
         self._device_engines: dict = {}
+        self._alpha = None  # the alpha-CROWN engine, made at first use
+        self.model = model if isinstance(model, torch.nn.Module) else None  # decide() runs it on counterexamples
 
-    def _engine_for(self, x: torch.Tensor):
+    def _engine_for(self, x: torch.Tensor, method: str | None = None):
+        if method == "alpha-crown":  # slope optimisation runs on the differentiable twin, on the CPU
+            if x.device.type != "cpu":
+                raise ValueError("method='alpha-crown' runs on the CPU; move the inputs there")
+            if self._alpha is None:
+                from certify.verify.alpha import AlphaEngine
+
+                self._alpha = AlphaEngine(self.graph, baseline=self._engine)
+            return self._alpha
+        return self._device_engine(x)
+
+    def _device_engine(self, x: torch.Tensor):
         """The engine for x's device: this model's engine on the CPU; on a CUDA device the
         plain-PyTorch engine on a copy of the graph there, in GPU-sound arithmetic (TF32 off,
         convolutions as GEMMs: see reference.gpu_arithmetic)."""
@@ -171,7 +184,7 @@ class BoundedModel:
             lower, upper = self._engine_for(input_set.centre).ibp_output_box(input_set, sound, grad)
             lower, upper = lower.reshape(batch, -1), upper.reshape(batch, -1)
         else:
-            both = self._engine_for(input_set.centre).compute_bounds(input_set, method, sound, grad=grad)
+            both = self._engine_for(input_set.centre, method).compute_bounds(input_set, method, sound, grad=grad)
             k = self.num_outputs
             lower, upper = both[:, :k], -both[:, k:]
         if as_float32:
@@ -196,7 +209,8 @@ class BoundedModel:
         input_set = self._input_set(x, eps, norm, domain, sound)
         labels = self._labels(labels, len(input_set.centre)).to(input_set.centre.device)
         spec = margin_spec(labels, self.num_outputs)
-        margins = self._engine_for(input_set.centre).compute_bounds(input_set, self._method(method), sound, spec=spec,
+        margins = self._engine_for(input_set.centre, method).compute_bounds(input_set, self._method(method), sound,
+                                                                            spec=spec,
                                                                     grad=grad)
         if as_float32:
             margins = float32.float32_margins(margins, self._float32_error(input_set), labels)
@@ -233,7 +247,7 @@ class BoundedModel:
         eps = to_f32_up(((box[1].double() - centre.double()).abs().maximum(
             (centre.double() - box[0].double()).abs())).flatten(1).amax(1))
         input_set = InputSet("linf", centre, eps, box)
-        return self._engine_for(centre).compute_bounds(input_set, self._method(method), sound,
+        return self._engine_for(centre, method).compute_bounds(input_set, self._method(method), sound,
                                                        spec=spec.float().to(centre.device))
 
     def verify(self, x, labels, eps, norm: str = "linf", method: str = "crown", *, domain=None,
@@ -246,6 +260,31 @@ class BoundedModel:
         point of the ball; see certify.bounds.float32 for the evaluations this covers."""
         return (self.margins(x, labels, eps, norm, method, domain=domain, sound=sound, inference=inference) > 0
                 ).all(dim=1)
+
+    def decide(self, x, labels, eps, norm: str = "linf", *, domain=None, timeout: float = 30.0,
+               settings=None) -> list:
+        """Complete verification: per input, a certify.verify.Decision whose status is "verified"
+        (a sound proof that the exact network keeps the label on the whole ball), "falsified" (with
+        a counterexample in the ball that the model misclassifies in float32 and in float64) or
+        "unknown" (timeout per input spent), by attack, alpha-CROWN and branch and bound
+        (certify.verify.bab). settings: a certify.verify.SearchSettings (its timeout is replaced by
+        `timeout`)."""
+        from dataclasses import replace
+
+        from certify.verify.bab import SearchSettings, decide_one
+
+        if self.model is None:
+            raise ValueError("decide() runs the model on counterexamples: make the BoundedModel from the model")
+        x = _checks.input_tensor("x", x, self.input_shape, batched=True)
+        labels = self._labels(labels, len(x))
+        eps = self._eps(eps, len(x))
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+        if domain is not None and norm != "linf":
+            raise ValueError("domain applies to norm='linf' only")
+        settings = replace(settings or SearchSettings(), timeout=_checks.positive_scale("timeout", timeout))
+        return [decide_one(self.model, self.graph, x[i], int(labels[i]), float(eps[i]), norm, domain, settings)
+                for i in range(len(x))]
 
     def radius(self, x, labels, norm: str = "linf", method: str = "crown", *, tol: float = 1e-3,
                max_eps: float = 1.0, domain=None, sound: bool = True, inference: str = "exact") -> torch.Tensor:
@@ -275,6 +314,10 @@ class BoundedModel:
         open_ = ~at_max & ok_at_zero
         while bool(open_.any()) and bool(((hi - lo)[open_] > tol).any()):
             mid = (lo + hi) / 2
+            # A tol below the spacing of float64 numbers near the radius: mid can no longer move.
+            open_ = open_ & (mid > lo) & (mid < hi)
+            if not bool(open_.any()):
+                break
             ok = certified(torch.where(open_, mid, lo))
             lo = torch.where(open_ & ok, mid, lo)
             hi = torch.where(open_ & ~ok, mid, hi)

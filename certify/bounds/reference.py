@@ -256,8 +256,10 @@ def relu_relaxation(lower, upper, sound: bool, lower_slope=None):
 class _Backward:
     """State of one back-substitution: coefficients per node, the constant and the slack (float64)."""
 
-    def __init__(self, graph, boxes, sound, batch, rows):
+    def __init__(self, graph, boxes, sound, batch, rows, slopes=None, record=None):
         self.graph, self.boxes, self.sound = graph, boxes, sound
+        self.slopes = slopes or {}  # ReLU node -> lower slopes in [0, 1], (B, K, *shape) (alpha-CROWN)
+        self.record = record  # when a dict: ReLU node -> the coefficients on its output (branching scores)
         self.lam: dict[int, torch.Tensor] = {}
         device = boxes[0][0].device
         self.const = torch.zeros(batch, rows, dtype=torch.float64, device=device)
@@ -316,12 +318,21 @@ class _Backward:
             lower, upper = self.boxes[node.inputs[0]]
             alpha, beta, intercept = relu_relaxation(lower, upper, sound)
             pos, neg = lam.clamp(min=0), lam.clamp(max=0)
-            new = pos * alpha.unsqueeze(1) + neg * beta.unsqueeze(1)
+            if self.record is not None:
+                self.record[index] = lam
+            slope = self.slopes.get(index)
+            if slope is None:
+                alpha = alpha.unsqueeze(1)
+            else:  # alpha-CROWN: any lower slope in [0, 1] gives a valid lower line on unstable neurons
+                unstable = ((lower < 0) & (upper > 0)).unsqueeze(1)
+                alpha = torch.where(unstable, slope.clamp(0, 1), alpha.unsqueeze(1))
+            new = pos * alpha + neg * beta.unsqueeze(1)  # one of pos, neg is 0: the sum is exact
             terms = (neg.double() * intercept.double().unsqueeze(1)).flatten(2)
             self.add_const(terms.sum(-1), terms.abs().sum(-1), terms.shape[-1])
-            if sound:  # rounding of neg * beta (alpha is 0 or 1: exact)
+            if sound:  # rounding of neg * beta, and of pos * alpha for fractional slopes (else exact)
                 m = self.magnitude(node.inputs[0]).unsqueeze(1)
-                self.slack += UNIT_ROUNDOFF * ((neg * beta.unsqueeze(1)).abs() * m).flatten(2).sum(-1).double()
+                products = (neg * beta.unsqueeze(1)).abs() + (0 if slope is None else (pos * alpha).abs())
+                self.slack += UNIT_ROUNDOFF * (products * m).flatten(2).sum(-1).double()
             self.push(node.inputs[0], new)
         elif isinstance(layer, Reshape):
             src_shape = self.graph.nodes[node.inputs[0]].shape
@@ -379,24 +390,37 @@ def _conv_transpose(layer: Conv2d, lam: torch.Tensor, src_shape) -> torch.Tensor
 
 
 def backward(graph: Graph, start: int, spec: torch.Tensor, boxes: list, input_set: InputSet | None,
-             sound: bool = True, stop: int = 0, initial_const: torch.Tensor | None = None) -> torch.Tensor:
+             sound: bool = True, stop: int = 0, initial_const: torch.Tensor | None = None,
+             slopes: dict | None = None, split_terms: dict | None = None,
+             record: dict | None = None) -> torch.Tensor:
     """Lower bounds of spec . value(start) over the input set, (B, K) float32.
 
     spec: (B, K, *shape of node start). Back-substitutes to node `stop`, then concretises: over the
     input set when stop = 0, else over boxes[stop] (used to fold the margin into the last layer
     for IBP). A bound is returned rounded down to float32.
+
+    alpha-CROWN and beta-CROWN (certify.verify): slopes maps a ReLU node to the lower slopes of its
+    unstable neurons, (B, K, *shape) in [0, 1] (Xu et al. 2021); split_terms maps a ReLU's input
+    node k to -beta * s, (B, K, *shape), added to the coefficients of node k when the substitution
+    reaches it: for split constraints s_j z_j >= 0 and beta >= 0, spec . f - sum beta s z <= spec . f
+    on the split domain, so the result bounds spec . f there (weak duality; Wang et al. 2021).
+    record: a dict that receives each ReLU node's output coefficients.
     """
     batch, rows = spec.shape[:2]
-    state = _Backward(graph, boxes, sound, batch, rows)
+    state = _Backward(graph, boxes, sound, batch, rows, slopes, record)
     state.lam[start] = spec
     if initial_const is not None:
         state.const += initial_const
     value = None
     for index in range(start, stop - 1, -1):
+        if split_terms is not None and index in split_terms:
+            state.push(index, split_terms[index])
         lam = state.lam.pop(index, None)
         if lam is None:
             continue
         if index == stop:
+            if record is not None:
+                record[stop] = lam
             if stop == 0 and input_set.norm == "l2":
                 value = state.concretize_l2(lam, input_set.centre, input_set.eps)
             else:
@@ -434,16 +458,24 @@ def margin_spec(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     return spec[keep].reshape(batch, num_classes - 1, num_classes)
 
 
-def tighten_intermediate(graph: Graph, boxes: list, input_set: InputSet, sound: bool) -> list:
-    """CROWN bounds on every ReLU's input, in order, each used for the next (Zhang et al. 2018)."""
+def tighten_intermediate(graph: Graph, boxes: list, input_set: InputSet, sound: bool, clamp=None) -> list:
+    """CROWN bounds on every ReLU's input, in order, each used for the next (Zhang et al. 2018).
+
+    clamp(k, (lower, upper)) -> (lower, upper), when given, restricts the bounds of each ReLU input
+    node k before and after they are tightened: branch and bound's split decisions (a ReLU split
+    active has lower bound 0, one split inactive upper bound 0), which later layers then see."""
     for node in graph.nodes:
         if not isinstance(node.layer, ReLU):
             continue
         pre = node.inputs[0]
+        if clamp is not None:
+            boxes[pre] = clamp(pre, boxes[pre])
         lower, upper = boxes[pre]
         unstable = ((lower < 0) & (upper > 0)).reshape(lower.shape[0], -1).any(0).nonzero().flatten()
-        if len(unstable) == 0:
-            continue  # every neuron stable: tighter bounds would not change any relaxation
+        if len(unstable) == 0:  # every neuron stable: tighter bounds would not change any relaxation
+            if clamp is not None:  # but a clamp may have narrowed this box: later layers see it
+                boxes = ibp(graph, None, sound, start=pre + 1, boxes=boxes)
+            continue
         shape = graph.nodes[pre].shape
         batch = lower.shape[0]
         new_lower, new_upper = lower.reshape(batch, -1).clone(), upper.reshape(batch, -1).clone()
@@ -467,6 +499,8 @@ def tighten_intermediate(graph: Graph, boxes: list, input_set: InputSet, sound: 
             new_lower[:, chunk] = torch.where(mask, torch.maximum(new_lower[:, chunk], both[:, :k]), new_lower[:, chunk])
             new_upper[:, chunk] = torch.where(mask, torch.minimum(new_upper[:, chunk], -both[:, k:]), new_upper[:, chunk])
         boxes[pre] = (new_lower.reshape(lower.shape), new_upper.reshape(upper.shape))
+        if clamp is not None:
+            boxes[pre] = clamp(pre, boxes[pre])
         boxes = ibp(graph, None, sound, start=pre + 1, boxes=boxes)
     return boxes
 

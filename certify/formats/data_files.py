@@ -227,10 +227,19 @@ def _inputs(x: np.ndarray, path: Path) -> torch.Tensor:
     if not np.isfinite(x).all():
         raise DataFileError(f"inputs in {path} contain NaN or infinity")
     with np.errstate(over="ignore"):  # beyond float32's range: inf, refused below
-        x = x.astype(np.float32)  # the models take float32; a float64 file is rounded to nearest
-    if not np.isfinite(x).all():
+        x32 = x.astype(np.float32)  # the models take float32
+    if not np.isfinite(x32).all():
         raise DataFileError(f"inputs in {path} contain values beyond float32's range (about 3.4e38)")
-    return torch.from_numpy(np.ascontiguousarray(x))
+    # A certificate names the file by its hash and speaks of balls around its inputs: an input that
+    # float32 would round is refused, not silently moved (the ball around the rounded point is
+    # another ball, and a network can tell them apart).
+    inexact = np.flatnonzero((x32.astype(x.dtype) != x).reshape(len(x), -1).any(axis=1))
+    if len(inexact):
+        raise DataFileError(f"inputs in {path} hold {x.dtype} values that float32 cannot represent exactly (input "
+                            f"{int(inexact[0])} and {len(inexact) - 1} more): certify certifies balls around the float32 "
+                            "inputs the model runs on; save the data as float32 (x.astype(numpy.float32)) and certify "
+                            "that file")
+    return torch.from_numpy(np.ascontiguousarray(x32))
 
 
 def _labels(y: np.ndarray, count: int, path: Path) -> torch.Tensor:

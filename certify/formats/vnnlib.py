@@ -15,7 +15,13 @@ Three parts, each usable on its own:
              is violated iff some case has an input in its box whose outputs meet every constraint.
   checker    `check_property`: PGD attacks for counterexamples, sound bounds
              (BoundedModel.spec_bounds) for proofs, and input branch and bound between them;
-             `format_result` writes the verdict in VNN-COMP's result-file form.
+             `format_result` writes the verdict in VNN-COMP's result-file form. A counterexample
+             must hold in every execution at hand (the model in float32 and float64, onnxruntime
+             on the ONNX file); every step is sized to end before the deadline.
+
+Files are untrusted: the parser's time and memory are bounded (certify.limits: "vnnlib_bytes",
+"literal_digits", "property_size"; exponents within ±1000), and anything it refuses is a
+ValueError naming the line.
 """
 
 from __future__ import annotations
@@ -1044,7 +1050,8 @@ class _Checker:
         for method in self.tiers if tiers is None else tiers:
             todo = np.flatnonzero(provable & ~settled)
             # (boxes, rows, outputs) spec entries per call: at most _SPEC_ENTRIES (or one box)
-            most = max(1, min(self.batch_size, _SPEC_ENTRIES // (max(1, int(rows.max())) * self.bounded.num_outputs)))
+            most = max(1, min(self.batch_size,
+                              _SPEC_ENTRIES // (max(1, int(rows.max())) * self.bounded.num_outputs)))
             while len(todo):
                 self.clock.check()
                 count, work = self._batch(method, boxes, todo[:most], rows)
@@ -1104,10 +1111,13 @@ class _Checker:
         (see confirm), else None."""
         usable = np.array([self.prepared[c].inner is not None for c in boxes.case], dtype=bool)
         boxes = boxes.take(np.repeat(np.flatnonzero(usable), restarts))
+        # (inputs, constraints, outputs) coefficients per batch: at most _SPEC_ENTRIES (or one input)
+        rows = max((len(p.case.constraints) for p in self.prepared), default=1)
+        most = max(1, _SPEC_ENTRIES // (max(1, rows) * self.bounded.num_outputs))
         start = 0
         while start < len(boxes):
             self.clock.check()
-            count = self.costs.attack_chunk(self.batch_size)
+            count = min(most, self.costs.attack_chunk(self.batch_size))
             found = self._attack_batch(boxes.take(slice(start, start + count)), restarts, steps, start)
             if found is not None:
                 return found

@@ -53,19 +53,31 @@ def audit_certificate(cert: dict, cert_path: Path, count: int, model_path=None, 
         checks.append(("audit", False, f"the model is a state dict: pass --arch (the certificate names "
                                        f"{cert['model'].get('arch')!r}; certify does not import code a certificate names)"))
         return checks
-    inputs = prepare(model_file, data, arch=arch, labels=labels_file, limit=cert["data"]["limit"], trust_code=trust_code)
+    inputs = prepare(model_file, data, arch=arch, labels=labels_file, limit=cert["data"].get("limit"),
+                     trust_code=trust_code)
     checks.append(_facts_check(cert, inputs.config(cert["method"])))
     if not checks[-1][1]:
         return checks
     rows = cert["results"]
     picked = sorted(secrets.SystemRandom().sample(range(len(rows)), min(count, len(rows))))
-    job = make_job(inputs, cert["method"])
+    # The files are the certified ones: a method the job refuses (parameters past a limit of the
+    # sampler or the bounds, a domain the inputs leave) is the certificate's failure, not bad usage.
+    try:
+        job = make_job(inputs, cert["method"])
+    except ValueError as exc:
+        checks.append(("audit", False, f"the certificate's method cannot be re-run: {exc}"))
+        return checks
     smoothing = cert["method"]["family"] == "smoothing"
     fields = SMOOTHING_FIELDS if smoothing else BOUNDS_FIELDS
     disagree = []
     for k in picked:
         stated = rows[k]
-        again = job.certify([stated["index"]])[0]
+        try:
+            again = job.certify([stated["index"]])[0]
+        except ValueError as exc:
+            checks.append(("audit", False, f"input {stated['index']} cannot be re-certified with the certificate's "
+                                           f"method: {exc}"))
+            return checks
         differs = [f for f in fields if again.get(f) != stated.get(f)]  # optional fields: absent on both
         if not smoothing and "margin" in stated and not math.isclose(again.get("margin", math.inf), stated["margin"],
                                                                      rel_tol=1e-4, abs_tol=1e-5):

@@ -11,6 +11,7 @@ as they finish: stop it at any point (Ctrl-C, SIGKILL, power loss) and run again
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +59,8 @@ def prepare(model_path, data_spec, *, arch: str | None = None, labels=None, limi
             trust_code: bool = False) -> Inputs:
     """Loads and cross-checks model and data (ValueError subclasses on any mismatch).
     trust_code: allow model formats whose loading runs code from the file (see load_model)."""
+    for what, value in (("model file", model_path), ("data file", data_spec), ("labels file", labels)):
+        _require_utf8(what, value)
     model = load_model(model_path, arch=arch, trust_code=trust_code)
     data = load_data(data_spec, labels=labels)
     if model.input_shape is not None and tuple(model.input_shape) != data.input_shape:
@@ -67,6 +70,19 @@ def prepare(model_path, data_spec, *, arch: str | None = None, labels=None, limi
         raise ValueError(f"--limit must be >= 1, got {limit}")
     return Inputs(model, data, num_classes_of(model.module, data), limit, arch,
                   None if labels is None else str(labels))
+
+
+def _require_utf8(what: str, value) -> None:
+    """The certificate records these names in JSON (UTF-8): a file name whose bytes are not UTF-8
+    (os.fsdecode turns them into lone surrogates) could not be written at the end of the run."""
+    if value is None:
+        return
+    text = os.fsdecode(value) if isinstance(value, (bytes, os.PathLike)) else str(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"the {what} name {os.fsencode(text)!r} is not valid UTF-8, so the certificate (JSON) cannot record "
+                         "it; rename the file (or its folder) to a UTF-8 name") from None
 
 
 def make_job(inputs: Inputs, method: dict):
@@ -118,7 +134,15 @@ def execute(folder: Path, inputs: Inputs, method: dict, *, resume: bool = False,
         finally:
             progress.close()
             backend.close()
-        cert = certificate.build(store.config, store.rows(), radii)  # the settings the run was created with
+        # The settings asked for, which the store has just matched (an older store's missing settings
+        # taken as what it meant, RunStore.DEFAULTS): the guarantee must speak of what the rows record.
+        # A bounds method given without `inference` (the form of certificates from before the field)
+        # keeps the old text, which says the float32 run agrees everywhere in a verified ball; where a
+        # row records that it does not, the certificate states the inference the run used, filled in
+        # by RunStore.config, and that inference's text.
+        rows = store.rows()
+        legacy_text_holds = not any("float32_disagrees" in row for row in rows)
+        cert = certificate.build(config if legacy_text_holds else store.config, rows, radii)
         problems = certificate.failures(cert)
         if problems:
             raise certificate.CertificateCheckError(

@@ -11,6 +11,7 @@ store stays a single-writer database whatever runs the inputs.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import sqlite3
@@ -44,8 +45,11 @@ class RunStore:
         folder = Path(folder)
         path = folder / STORE_NAME
         leftover = folder / (STORE_NAME + ".creating")  # from a crash while a store was being created
-        ours = {leftover, folder / LOCK_NAME}
-        if not path.exists() and folder.exists() and any(p not in ours for p in folder.iterdir()):
+
+        def ours(p: Path) -> bool:  # the lock, and the temporary store with its -wal, -shm or -journal
+            return p.name == LOCK_NAME or p.name.startswith(leftover.name)
+
+        if not path.exists() and folder.exists() and not all(ours(p) for p in folder.iterdir()):
             raise RunStoreError(f"{folder} exists and is not a run folder (it has no {STORE_NAME}); "
                                 "choose an empty or new --out folder")
         folder.mkdir(parents=True, exist_ok=True)
@@ -63,8 +67,11 @@ class RunStore:
                     raise
                 return store
             # Built under a temporary name and renamed: a crash here leaves no store that looks valid.
+            # A killed creation leaves the temporary store and its -wal / -shm (we hold the lock: no
+            # one else is creating it); a stale -wal beside a new database would be read as its log.
             tmp = leftover
-            tmp.unlink(missing_ok=True)
+            for stale in folder.glob(glob.escape(leftover.name) + "*"):
+                stale.unlink(missing_ok=True)
             db = _connect(tmp)
             with db:
                 db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
@@ -86,17 +93,18 @@ class RunStore:
             raise RunStoreError(f"{folder} is not a run folder: it has no {STORE_NAME}")
         return cls(_connect(path), path)
 
-    # Settings that do not change any row (noise is a function of seed, input and sample): a run
-    # stopped for lack of memory resumes with a smaller batch.
-    FREE_ON_RESUME = ("method.batch_size",)
+    # Settings that do not change any row. None: even the batch size does (a float32 forward pass
+    # may round a sample's logits differently in a batch of another size, flipping near ties), so
+    # a run resumes with exactly the settings it was created with.
+    FREE_ON_RESUME: tuple[str, ...] = ()
     # Settings added since a run store could have been created, with the value that older runs
     # meant: such a run resumes with the new code.
     DEFAULTS = {"method.inference": "exact"}
 
     def _check_config(self, config: dict) -> None:
-        stored, asked = _flatten(self.config), _flatten(json.loads(_dump(config)))
-        if self.config["method"].get("family") == "bounds":
-            stored = {**self.DEFAULTS, **stored}
+        stored, asked = _flatten(self.config), _flatten(json.loads(_dump(config)))  # config: DEFAULTS filled in
+        if config.get("method", {}).get("family") == "bounds":  # asked in the older form: the same defaults
+            asked = {**self.DEFAULTS, **asked}
         changed = sorted(k for k in stored.keys() | asked.keys()
                          if stored.get(k) != asked.get(k) and k not in self.FREE_ON_RESUME)
         if changed:
@@ -107,6 +115,8 @@ class RunStore:
     # ------------------------------------------------------------------ content
     @property
     def config(self) -> dict:
+        """The run's settings, with the DEFAULTS of settings added since the store was created
+        filled in (bounds runs): what the run means, and what its certificate must state."""
         text = self._meta("config")
         try:
             config = json.loads(text)
@@ -114,6 +124,11 @@ class RunStore:
             raise RunStoreError(f"{self.path}: the run's settings are not valid JSON ({exc})") from exc
         if not isinstance(config, dict) or not {"model", "data", "method"} <= config.keys():
             raise RunStoreError(f"{self.path}: the run's settings lack model, data or method")
+        if isinstance(config["method"], dict) and config["method"].get("family") == "bounds":
+            for key, value in self.DEFAULTS.items():
+                part, name = key.split(".")
+                if isinstance(config.get(part), dict):
+                    config[part].setdefault(name, value)
         return config
 
     def _meta(self, key: str) -> str:

@@ -1,9 +1,14 @@
 """The sampling engine: class counts of the base classifier under noise, for many inputs at once.
 
-Samples of all inputs are laid end to end (input 0's num samples, then input 1's, ...) and cut
-into model batches of `batch_size` rows, so that small per-input sample counts still fill the
-model's batches. Noise comes from the C++ core's fused kernel, written straight into one
-reusable buffer; sample s of input i in a stream is always the same noise, however the work is cut.
+Each model batch holds the samples of one input only: input i's samples start .. start + num - 1
+in batches of `batch_size` rows (the last one shorter). The class counts of an input are then a
+function of that input, the seed, the sample range and the batch size alone, not of which inputs
+were certified beside it: a float32 forward pass can round a sample's logits differently in
+another batch (BLAS kernels block rows by the batch's size and position), which flips near-tie
+predictions, and an audit that re-certifies one input must see the run's counts exactly. (Mixing
+inputs to fill batches was faster for small sample counts; reproducibility comes first.)
+Noise comes from the C++ core's fused kernel, written straight into one reusable buffer; sample s
+of input i in a stream is always the same noise, however the work is cut.
 """
 
 from __future__ import annotations
@@ -56,50 +61,40 @@ def count_classes(
     input_shape = tuple(xs.shape[1:])
     nums = np.broadcast_to(np.asarray(num, dtype=np.int64), (num_inputs,))
     starts = np.zeros(num_inputs, dtype=np.int64) if start is None else np.asarray(start, dtype=np.int64)
-    ends = np.cumsum(nums)  # input i owns rows ends[i] - nums[i] .. ends[i] - 1 of the concatenation
     device = xs.device
     flat = xs.reshape(num_inputs, -1).contiguous()
-    total = int(ends[-1]) if num_inputs else 0
+    total = int(nums.sum()) if num_inputs else 0
     counts = torch.zeros(num_inputs * num_classes, dtype=torch.int64, device=device)
     if total == 0:
         return counts.view(num_inputs, num_classes).cpu().numpy()
     buffer = torch.empty((min(batch_size, total), flat.shape[1]), dtype=xs.dtype, device=device)
     fill = _cuda_filler(flat, buffer, noise, seed, stream) if device.type == "cuda" else \
         _cpu_filler(flat, buffer, noise, seed, stream)
-    owners_end = torch.from_numpy(ends).to(device)
 
     done = 0
     on_device = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
     with torch.inference_mode(), on_device:
-        while done < total:
-            rows = min(batch_size, total - done)
-            first = int(np.searchsorted(ends, done, side="right"))
-            last = int(np.searchsorted(ends, done + rows - 1, side="right"))
-            row = 0
-            for i in range(first, last + 1):
-                offset = done + row - (int(ends[i]) - int(nums[i]))  # position within input i's samples
-                take = min(int(nums[i]) - offset, rows - row)
-                if take <= 0:
-                    continue  # an input with no samples asked for
-                fill(i, row, take, int(input_indices[i]), int(starts[i]) + offset)
-                row += take
-            batch = buffer[:rows].view(rows, *input_shape)
-            try:
-                logits = model(batch)
-            except Exception as exc:
-                raise RuntimeError(
-                    f"the model failed on a batch of noisy inputs of shape {tuple(batch.shape)} ({exc}). "
-                    "x must be one input without the batch dimension (xs: inputs along the first dimension); "
-                    "pass input_shape= to Smoothed to have shapes checked up front"
-                ) from exc
-            logits = _checks.model_output(logits, rows, num_classes)
-            predictions = logits.argmax(dim=1).to(device)
-            owner = torch.searchsorted(owners_end, torch.arange(done, done + rows, device=device), right=True) - first
-            local = torch.bincount(owner * num_classes + predictions, minlength=(last - first + 1) * num_classes)
-            counts[first * num_classes : (last + 1) * num_classes] += local
-            done += rows
-            if progress is not None:
-                progress(done, total)
+        for i in range(num_inputs):
+            offset = 0
+            while offset < int(nums[i]):  # input i's samples alone, in batches of batch_size
+                rows = min(batch_size, int(nums[i]) - offset)
+                fill(i, 0, rows, int(input_indices[i]), int(starts[i]) + offset)
+                batch = buffer[:rows].view(rows, *input_shape)
+                try:
+                    logits = model(batch)
+                except Exception as exc:
+                    raise RuntimeError(
+                        f"the model failed on a batch of noisy inputs of shape {tuple(batch.shape)} ({exc}). "
+                        "x must be one input without the batch dimension (xs: inputs along the first dimension); "
+                        "pass input_shape= to Smoothed to have shapes checked up front"
+                    ) from exc
+                logits = _checks.model_output(logits, rows, num_classes)
+                predictions = logits.argmax(dim=1).to(device)
+                counts[i * num_classes:(i + 1) * num_classes] += torch.bincount(predictions, minlength=num_classes)
+                offset += rows
+                done += rows
+                if progress is not None:
+                    progress(done, total)
     return counts.view(num_inputs, num_classes).cpu().numpy()
 
 

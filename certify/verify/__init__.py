@@ -1,0 +1,12 @@
+"""Complete verification: alpha-CROWN (optimised slopes), beta-CROWN branch and bound over ReLU
+splits (input splits for low-dimensional inputs), and falsification by attack and by the bounds'
+own minimisers. Three outcomes per input: verified, falsified (with a counterexample), unknown.
+
+    alpha.py      slopes and split multipliers optimised unsoundly, the final bound sound
+    branching.py  which ReLU (or input dimension) a domain splits next
+    bab.py        the search: domains, queue, memory cap, deadline
+"""
+
+from certify.verify.bab import Decision, SearchSettings, decide_one
+
+__all__ = ["Decision", "SearchSettings", "decide_one"]

@@ -1,0 +1,150 @@
+"""Complete verification (certify.verify): alpha-CROWN and branch and bound against an exact MILP
+oracle (scipy's HiGHS), counterexamples replayed, deadlines and the memory cap honoured."""
+
+import time
+
+import pytest
+import torch
+from milp_oracle import robust
+from torch import nn
+
+import certify
+from certify.verify import SearchSettings, decide_one
+
+
+def centred_mlp(seed, sizes):
+    """A random ReLU MLP without biases on inputs in [-1, 1]: its decision varies over the input
+    space (a random network with biases often predicts one class everywhere)."""
+    torch.manual_seed(seed)
+    layers = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    net = nn.Sequential(*layers[:-1]).eval()
+    with torch.no_grad():
+        for m in net:
+            if isinstance(m, nn.Linear):
+                m.bias.uniform_(-0.05, 0.05)
+    return net
+
+
+def small_cnn(seed):
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(12, 10), nn.ReLU(),
+                        nn.Linear(10, 3)).eval()
+    return net
+
+
+def trained_mlp(seed):
+    """Trained on a random teacher's labels: a network with a learned, not random, decision."""
+    torch.manual_seed(seed)
+    teacher = centred_mlp(seed + 100, [10, 16, 3])
+    x = torch.rand(512, 10) * 2 - 1
+    with torch.no_grad():
+        y = teacher(x).argmax(1)
+    net = centred_mlp(seed, [10, 20, 20, 3])
+    opt = torch.optim.SGD(net.parameters(), lr=0.5)
+    for _ in range(60):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    return net.eval()
+
+
+# (network builder, input shape): input splitting (<= 20 inputs) and ReLU splitting (more)
+INSTANCES = [
+    (lambda: centred_mlp(0, [8, 16, 16, 4]), (8,)),
+    (lambda: centred_mlp(1, [24, 16, 16, 3]), (24,)),
+    (lambda: trained_mlp(2), (10,)),
+    (lambda: small_cnn(3), (1, 6, 6)),
+]
+# eps as a multiple of CROWN's certified radius for the input: 1.0-ish is decided at the root,
+# beyond needs the search (robust inputs CROWN cannot prove) or an attack.
+FACTORS = (1.15, 2.5)
+
+
+def check_counterexample(net, x, label, eps, point):
+    assert point.shape == x.shape and point.dtype == torch.float32
+    assert float((point.double() - x.double()).abs().max()) <= eps  # inside the ball, exactly
+    with torch.no_grad():
+        assert int(net(point.unsqueeze(0)).argmax(1)) != label
+        logits = net.double()(point.double().unsqueeze(0))[0]
+        net.float()
+    others = torch.cat([logits[:label], logits[label + 1:]])
+    assert float(others.max()) > float(logits[label])
+
+
+@pytest.mark.parametrize("case", range(len(INSTANCES)))
+def test_branch_and_bound_never_contradicts_the_milp(case):
+    build, shape = INSTANCES[case]
+    net = build()
+    torch.manual_seed(10 + case)
+    xs = torch.rand(4, *shape) * 2 - 1
+    with torch.no_grad():
+        labels = net(xs).argmax(1)
+    bounded = certify.BoundedModel(net, shape)
+    radius = bounded.radius(xs, labels, method="crown", tol=1e-4).clamp(min=1e-3)
+    outcomes = []
+    for factor in FACTORS:
+        eps = radius * factor
+        decisions = bounded.decide(xs, labels, eps, timeout=20)
+        for i, decision in enumerate(decisions):
+            truth = robust(net, xs[i], int(labels[i]), float(eps[i]), time_limit=60)
+            outcomes.append((decision.status, truth, decision.domains))
+            if decision.status == "verified":
+                assert truth != "not robust", (case, factor, i)
+            elif decision.status == "falsified":
+                assert truth != "robust", (case, factor, i)
+                check_counterexample(net, xs[i], int(labels[i]), float(eps[i]), decision.counterexample)
+    assert all(status != "unknown" for status, _, _ in outcomes), outcomes
+    # not vacuous: the search itself proved inputs that one CROWN pass could not
+    assert any(status == "verified" for status, _, _ in outcomes), outcomes
+
+
+def test_alpha_crown_is_never_looser_than_crown_and_stays_sound():
+    net = centred_mlp(5, [12, 32, 32, 5])
+    x = torch.rand(16, 12) * 2 - 1
+    with torch.no_grad():
+        labels = net(x).argmax(1)
+    bounded = certify.BoundedModel(net, (12,))
+    crown = bounded.margins(x, labels, 0.08, method="crown")
+    alpha = bounded.margins(x, labels, 0.08, method="alpha-crown")
+    assert (alpha >= crown).all()
+    assert (alpha - crown).mean() > 1e-4  # the optimisation does tighten
+    assert bool(bounded.verify(x, labels, 0.08, method="alpha-crown").sum() >= bounded.verify(
+        x, labels, 0.08, method="crown").sum())
+    points = x.unsqueeze(1) + (torch.rand(16, 3000, 12) * 2 - 1) * 0.08
+    with torch.no_grad():
+        out = net.double()(points.double())
+        net.float()
+    true = out.gather(2, labels.view(-1, 1, 1).expand(-1, 3000, 1)) - out
+    keep = torch.ones(16, 5, dtype=torch.bool)
+    keep[torch.arange(16), labels] = False
+    true_min = true.amin(1)[keep].reshape(16, 4)
+    assert (alpha.double() <= true_min).all()
+
+
+def test_the_deadline_is_honoured():
+    """A hard instance (large eps on a wider net, ReLU splitting) with a 1 s budget answers within
+    1 s plus one batch of bounding."""
+    net = centred_mlp(7, [30, 64, 64, 64, 4])
+    x = torch.rand(30) * 2 - 1
+    with torch.no_grad():
+        label = int(net(x.unsqueeze(0)).argmax(1))
+    started = time.monotonic()
+    decision = decide_one(net, certify.BoundedModel(net, (30,)).graph, x, label, 0.04,
+                          settings=SearchSettings(timeout=1.0, attack_restarts=1))
+    took = time.monotonic() - started
+    assert took < 1.0 + 2.0, took
+    assert decision.status in ("unknown", "falsified", "verified")
+
+
+def test_the_memory_cap_switches_to_depth_first_and_still_decides():
+    net = centred_mlp(0, [8, 16, 16, 4])
+    x = torch.tensor([0.1, -0.3, 0.5, 0.2, -0.7, 0.0, 0.4, -0.1])
+    with torch.no_grad():
+        label = int(net(x.unsqueeze(0)).argmax(1))
+    graph = certify.BoundedModel(net, (8,)).graph
+    eps = 0.15
+    free = decide_one(net, graph, x, label, eps, settings=SearchSettings(timeout=30))
+    capped = decide_one(net, graph, x, label, eps, settings=SearchSettings(timeout=30, max_queue_bytes=1))
+    assert free.status == capped.status != "unknown"

@@ -101,6 +101,9 @@ def summarize(method: dict, rows: list[dict], radii) -> dict:
         summary["pgd_accuracy"] = fraction(r["correct"] and not r["attacked"] for r in rows)
     if smoothing:
         summary["samples"] = sum(int(r["num_samples"]) for r in rows)
+    elif method["method"] == "bab":
+        summary["falsified_fraction"] = fraction(r.get("status") == "falsified" for r in rows)
+        summary["unknown_fraction"] = fraction(r.get("status") == "unknown" for r in rows)
     return summary
 
 
@@ -120,7 +123,16 @@ def guarantee(method: dict) -> str:
             f"Clopper-Pearson bound from {method['n']} samples, the class chosen from {method['n0']} independent "
             f"samples; noise from Philox4x32-10 with seed {method['seed']})."
         )
-    return _bounds_guarantee(method)
+    text = _bounds_guarantee(method)
+    if method["method"] == "bab":
+        text += (
+            " Complete mode (attack, alpha-CROWN, then beta-CROWN branch and bound with sound bounds in every leaf): "
+            "each input's `status` is 'verified' (as above), 'falsified' (its `counterexample` is a float32 point of "
+            "the ball on which the model, run in float32 and in float64, does not put the label first: a proof that "
+            "the input is not robust, which `verify-certificate --audit` replays for every such row) or 'unknown' "
+            f"(the {method['timeout_per_input']} s per input ran out first; nothing is claimed)."
+        )
+    return text
 
 
 def _bounds_guarantee(method: dict) -> str:
@@ -369,6 +381,13 @@ def method_problems(method: dict) -> list[str]:
             problems.append(f"the domain [{lo}, {hi}] is empty (it must be LO HI with LO <= HI)")
         if method["norm"] != "linf":
             problems.append("a domain applies to linf balls only")
+    bab = method["method"] == "bab"
+    if bab != ("timeout_per_input" in method):
+        problems.append("timeout_per_input belongs to method 'bab', which needs it")
+    if bab and not verify:
+        problems.append("method 'bab' decides the verify procedure (one eps), not radius")
+    if bab and method.get("inference", "exact") != "exact":
+        problems.append("method 'bab' proves the exact network (inference 'exact')")
     attack = method["attack"]
     if attack is not None:
         if not verify:
@@ -515,7 +534,36 @@ def _check_bounds_rows(cert: dict) -> tuple[str, bool, str]:
         if row["attacked"] is False and not row["correct"] and not (row["verified"] and "input" in disagrees):
             return ("rows", False, f"input {i}: misclassified, yet not attacked (the attack counts a misclassified "
                                    "input as broken)")
+        problem = _complete_mode_problem(m, row, math.prod(cert["model"]["input_shape"]))
+        if problem:
+            return ("rows", False, f"input {i}: {problem}")
     return ("rows", True, f"{len(cert['results'])} rows consistent with the method")
+
+
+def _complete_mode_problem(method: dict, row: dict, size: int) -> str | None:
+    """Method 'bab': a status per row, verified exactly when the status says so, a counterexample
+    of the input's size (float32 values) exactly on falsified rows, no margin (the decision is not
+    one bound). Whether the counterexample lies in the ball and fools the model needs the data and
+    the model: --audit replays every one."""
+    if method["method"] != "bab":
+        if {"status", "counterexample", "domains"} & row.keys():
+            return "status, counterexample and domains belong to method 'bab'"
+        return None
+    status = row.get("status")
+    if status is None or "domains" not in row:
+        return "a 'bab' row needs its status and domains"
+    if row["verified"] != (status == "verified"):
+        return f"verified is {row['verified']} with status {status!r}"
+    if (status == "falsified") != ("counterexample" in row):
+        return "a counterexample belongs to falsified rows, and each needs one"
+    if "margin" in row:
+        return "a margin bound, which complete mode does not record"
+    point = row.get("counterexample")
+    with np.errstate(over="ignore"):
+        exact = point is None or all(float(np.float32(v)) == v for v in point)
+    if point is not None and (len(point) != size or not exact):
+        return f"the counterexample must be {size} float32 values"
+    return None
 
 
 def _check_signature(cert: dict, public_key: Path | None) -> tuple[str, bool, str]:

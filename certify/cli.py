@@ -157,6 +157,9 @@ def _finish(cert: dict, out: Path, quiet: bool, started: float) -> None:
         click.echo(f"  certified accuracy at radius {point['radius']:<8g} {point['accuracy']:.3f}")
     if s["verified_accuracy"] is not None and s["pgd_accuracy"] is not None:
         click.echo(f"  accuracy under PGD attack           {s['pgd_accuracy']:.3f} (upper bound on robust accuracy)")
+    if "falsified_fraction" in s:
+        click.echo(f"  decided: verified {s['verified_accuracy']:.3f}, falsified {s['falsified_fraction']:.3f} "
+                   f"(counterexample or misclassified), unknown {s['unknown_fraction']:.3f}")
     signed = " (signed)" if "signature" in cert else ""
     click.echo(f"certificate{signed}: {out / 'certificate.json'}\nreport: {out / 'report.html'}, {out / 'report.md'}")
 
@@ -231,8 +234,15 @@ def _announce(quiet: bool, inputs, what: str) -> None:
 @click.option("--eps", type=float, default=None, callback=_positive("--eps"),
               help="Radius of the input ball to verify (required unless --radius).")
 @click.option("--norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True, help="Ball norm.")
-@click.option("--method", type=click.Choice(["ibp", "crown", "crown-ibp"]), default="crown", show_default=True,
-              help="Bound propagation method (CROWN is tightest, IBP fastest).")
+@click.option("--method", type=click.Choice(["ibp", "crown", "crown-ibp", "alpha-crown", "bab"]), default="crown",
+              show_default=True,
+              help="Bound propagation method (IBP fastest; CROWN; alpha-CROWN optimises CROWN's slopes and is never "
+                   "looser). bab: complete verification, each input verified, falsified (with a counterexample) "
+                   "or unknown within --timeout-per-input (attack, alpha-CROWN, beta-CROWN branch and bound).")
+@click.option("--timeout-per-input", type=float, default=30.0, show_default=True,
+              callback=_positive("--timeout-per-input"),
+              help="--method bab: seconds per input before it is left unknown (answers within about one more "
+                   "batch of bounding).")
 @click.option("--radius", "radius_mode", is_flag=True,
               help="Find the largest certified eps per input (bisection up to --max-eps) instead of verifying --eps.")
 @click.option("--max-eps", type=float, default=1.0, show_default=True, callback=_positive("--max-eps"),
@@ -254,8 +264,8 @@ def _announce(quiet: bool, inputs, what: str) -> None:
                    "convolution and no TF32/bf16 or fast-math modes).")
 @_errors_to_exit_codes
 def bounds(model_path, arch, trust_code, data_spec, labels, limit, out, resume, sign_key, quiet, backend_name, address,
-           workers, eps, norm, method, radius_mode, max_eps, tol, domain, attack, attack_steps, attack_restarts,
-           inference):
+           workers, eps, norm, method, timeout_per_input, radius_mode, max_eps, tol, domain, attack, attack_steps,
+           attack_restarts, inference):
     """Bound propagation: verify each input's label on a ball (sound in floating point).
 
     Verified means the label's logit exceeds every other logit everywhere in the ball, proven in
@@ -274,7 +284,8 @@ def bounds(model_path, arch, trust_code, data_spec, labels, limit, out, resume, 
     inputs = run.prepare(model_path, data_spec, arch=arch, labels=labels, limit=limit, trust_code=trust_code)
     method_ = bounds_method(method, norm, eps, max_eps if radius_mode else None, tol if radius_mode else None, domain,
                             {"name": "pgd", "eps": eps, "steps": attack_steps, "restarts": attack_restarts, "seed": 0}
-                            if attack and not radius_mode else None, inference=inference)
+                            if attack and not radius_mode else None, inference=inference,
+                            timeout_per_input=timeout_per_input if method == "bab" else None)
     _announce(quiet, inputs, f"bounds: {method} over {norm} " + (f"eps={eps}" if eps else f"radius up to {max_eps}")
               + f", {inference} inference")
     cert = run.execute(out, inputs, method_, resume=resume, quiet=quiet, sign_key=sign_key,
@@ -282,11 +293,15 @@ def bounds(model_path, arch, trust_code, data_spec, labels, limit, out, resume, 
     _finish(cert, out, quiet, started)
 
 
-def bounds_method(method, norm, eps, max_eps, tol, domain, attack, inference: str = "exact") -> dict:
-    return {"family": "bounds", "procedure": "verify" if eps is not None else "radius", "method": method,
-            "norm": norm, "eps": eps, "max_eps": max_eps, "tol": tol,
-            "domain": list(domain) if domain is not None else None, "sound": True, "attack": attack,
-            "inference": inference}
+def bounds_method(method, norm, eps, max_eps, tol, domain, attack, inference: str = "exact",
+                  timeout_per_input: float | None = None) -> dict:
+    settings = {"family": "bounds", "procedure": "verify" if eps is not None else "radius", "method": method,
+                "norm": norm, "eps": eps, "max_eps": max_eps, "tol": tol,
+                "domain": list(domain) if domain is not None else None, "sound": True, "attack": attack,
+                "inference": inference}
+    if timeout_per_input is not None:
+        settings["timeout_per_input"] = float(timeout_per_input)
+    return settings
 
 
 # ---------------------------------------------------------------------------- vnnlib

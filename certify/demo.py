@@ -24,6 +24,7 @@ from certify.runs.store import STORE_NAME
 
 SMOOTHING_MODEL, BOUNDS_MODEL = "noise-0.25", "ibp-0.1"
 SIGMA, ALPHA, BOUNDS_EPS = 0.25, 0.001, 0.1
+BAB_SECONDS = 10  # complete verification's budget per input (the demo's inputs take well under a second)
 SETTINGS = "demo.json"  # the demo's own settings, so a rerun resumes instead of overwriting
 
 
@@ -55,10 +56,11 @@ def run_demo(out: Path, num_inputs: int = 100, n: int = 10_000, quiet: bool = Fa
     parts = {
         "smooth": (files[SMOOTHING_MODEL], smoothing_method("gaussian", SIGMA, 100, n, ALPHA, 10_000, 0, "native"),
                    ["smooth", "--sigma", str(SIGMA), "--n", str(n), "--alpha", str(ALPHA), "--batch-size", "10000"]),
-        "bounds": (files[BOUNDS_MODEL], bounds_method("crown", "linf", BOUNDS_EPS, None, None, (0.0, 1.0),
+        "bounds": (files[BOUNDS_MODEL], bounds_method("bab", "linf", BOUNDS_EPS, None, None, (0.0, 1.0),
                                                       {"name": "pgd", "eps": BOUNDS_EPS, "steps": 50, "restarts": 2,
-                                                       "seed": 0}),
-                   ["bounds", "--eps", str(BOUNDS_EPS), "--norm", "linf", "--method", "crown", "--domain", "0", "1"]),
+                                                       "seed": 0}, timeout_per_input=BAB_SECONDS),
+                   ["bounds", "--eps", str(BOUNDS_EPS), "--norm", "linf", "--method", "bab", "--timeout-per-input",
+                    str(BAB_SECONDS), "--domain", "0", "1"]),
     }
     certificates, commands = {}, []
     for part, (model_file, method, args) in parts.items():
@@ -73,7 +75,10 @@ def run_demo(out: Path, num_inputs: int = 100, n: int = 10_000, quiet: bool = Fa
             if point["radius"] > 4 * SIGMA:  # out of reach at this noise level (the report has them all)
                 break
             say(f"  certified accuracy at radius {point['radius']:<5g} {point['accuracy']:.3f}")
-        if s["pgd_accuracy"] is not None:
+        if "falsified_fraction" in s:
+            say(f"  decided: verified {s['verified_accuracy']:.3f}, falsified {s['falsified_fraction']:.3f} "
+                f"(a counterexample each, or misclassified), unknown {s['unknown_fraction']:.3f}")
+        elif s["pgd_accuracy"] is not None:
             say(f"  accuracy under PGD attack at eps {BOUNDS_EPS}  {s['pgd_accuracy']:.3f} "
                 "(what is observed; the verified accuracy is what is proven)")
         say(f"  certificate {folder / run.CERTIFICATE_NAME}, report {folder / 'report.html'}", "")
@@ -101,4 +106,7 @@ def _reuse(out: Path, settings: dict) -> bool:
 def _describe(method: dict) -> str:
     if method["family"] == "smoothing":
         return f"randomized smoothing, Gaussian σ={method['scale']}, n={method['n']:,}, α={method['alpha']}"
+    if method["method"] == "bab":
+        return (f"complete verification (attack, alpha-CROWN, branch and bound; {method['timeout_per_input']:g} s per "
+                f"input at most), {method['norm']} eps={method['eps']}, pixels in [0, 1]")
     return f"{method['method'].upper()} bounds, {method['norm']} eps={method['eps']}, pixels in [0, 1], PGD beside"

@@ -8,6 +8,7 @@ decision (prediction, verified, radius, attacked) with the margin to float round
 
 from __future__ import annotations
 
+import copy
 import math
 import secrets
 from pathlib import Path
@@ -20,7 +21,7 @@ from certify.runs.run import make_job, prepare
 __all__ = ["audit_certificate"]
 
 SMOOTHING_FIELDS = ("label", "prediction", "correct", "radius", "p_lower", "counts", "num_samples")
-BOUNDS_FIELDS = ("label", "prediction", "correct", "verified", "radius", "attacked", "float32_disagrees")
+BOUNDS_FIELDS = ("label", "prediction", "correct", "verified", "radius", "attacked", "float32_disagrees", "status")
 
 
 def audit_certificate(cert: dict, cert_path: Path, count: int, model_path=None, data_spec=None, *,
@@ -59,6 +60,9 @@ def audit_certificate(cert: dict, cert_path: Path, count: int, model_path=None, 
     if not checks[-1][1]:
         return checks
     rows = cert["results"]
+    falsified = [r for r in rows if r.get("status") == "falsified"]
+    if falsified:  # every counterexample, not a sample: each is a claim anyone can check exactly
+        checks.append(_replay_counterexamples(falsified, inputs, cert["method"]))
     picked = sorted(secrets.SystemRandom().sample(range(len(rows)), min(count, len(rows))))
     # The files are the certified ones: a method the job refuses (parameters past a limit of the
     # sampler or the bounds, a domain the inputs leave) is the certificate's failure, not bad usage.
@@ -88,6 +92,48 @@ def audit_certificate(cert: dict, cert_path: Path, count: int, model_path=None, 
               f"{len(disagree)} of {len(picked)} re-certified inputs disagree: {'; '.join(disagree[:5])}")
     checks.append(("audit", not disagree, detail))
     return checks
+
+
+def _replay_counterexamples(rows: list[dict], inputs, method: dict) -> tuple[str, bool, str]:
+    """Each falsified row's counterexample: inside the ball (and the domain) in exact rational
+    arithmetic, and misclassified by the model run in float32 (argmax not the label) and in float64
+    (another logit strictly above the label's): what complete mode promised of it."""
+    from fractions import Fraction
+
+    import torch
+
+    module = inputs.model.module
+    module64 = copy.deepcopy(module).double().eval()
+    eps, domain = Fraction(method["eps"]), method["domain"]
+    bad = []
+    for row in rows:
+        i, label = row["index"], row["label"]
+        x = inputs.data.x[i]
+        point = torch.tensor(row["counterexample"], dtype=torch.float64)
+        if point.numel() != x.numel():
+            bad.append(f"input {i}: a counterexample of {point.numel()} values for an input of {x.numel()}")
+            continue
+        point32 = point.float()
+        offsets = [Fraction(float(p)) - Fraction(float(c)) for p, c in zip(point.tolist(), x.flatten().tolist())]
+        if method["norm"] == "linf":
+            inside = max(abs(d) for d in offsets) <= eps
+        else:
+            inside = sum(d * d for d in offsets) <= eps * eps
+        if inside and domain is not None:
+            inside = all(Fraction(domain[0]) <= Fraction(float(p)) <= Fraction(domain[1]) for p in point.tolist())
+        if not inside:
+            bad.append(f"input {i}: the counterexample lies outside the ball")
+            continue
+        with torch.no_grad():
+            wrong32 = int(module(point32.view(1, *x.shape)).argmax(1)) != label
+            logits = module64(point.view(1, *x.shape))[0]
+        others = torch.cat([logits[:label], logits[label + 1:]])
+        if not (wrong32 and float(others.max()) > float(logits[label])):
+            bad.append(f"input {i}: the model classifies the counterexample as the label")
+    if bad:
+        return ("counterexamples", False, f"{len(bad)} of {len(rows)} do not hold: {'; '.join(bad[:3])}")
+    return ("counterexamples", True, f"all {len(rows)} counterexamples replayed: in the ball, misclassified in float32 "
+                                     "and float64")
 
 
 # What the certificate says about its files that the files themselves decide (the paths may differ:

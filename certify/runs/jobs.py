@@ -109,7 +109,8 @@ class BoundsJob:
         self.inference = method.get("inference", "exact")
         if self.inference not in ("exact", "float32"):
             raise ValueError(f"inference must be 'exact' or 'float32', got {self.inference!r}")
-        self.chunk = 32 if method["method"] == "crown" else 128
+        # Inputs per committed chunk: complete mode spends up to timeout_per_input on each.
+        self.chunk = {"crown": 32, "alpha-crown": 16, "bab": 1}.get(method["method"], 128)
         self._module64 = None
 
     def certify(self, indices: list[int], progress=None) -> list[dict]:
@@ -127,7 +128,14 @@ class BoundsJob:
         start = time.perf_counter()
         with torch.no_grad():
             prediction = self.module(x).argmax(dim=1)
-        if m["procedure"] == "verify":
+        decision = None
+        if m["method"] == "bab":  # complete mode: three-valued, the decision is not one margin bound
+            decision = self.bounded.decide(x, labels, m["eps"], m["norm"], domain=domain,
+                                           timeout=m["timeout_per_input"])[0]
+            verified = torch.tensor([decision.status == "verified"])
+            radius = [m["eps"] if decision.status == "verified" else 0.0]
+            margin = None
+        elif m["procedure"] == "verify":
             margins = self.bounded.margins(x, labels, m["eps"], m["norm"], m["method"], domain=domain,
                                            inference=self.inference)
             verified = (margins > 0).all(dim=1)
@@ -158,6 +166,10 @@ class BoundsJob:
                 row["margin"] = float(margin[j])
             if disagrees[j]:
                 row["float32_disagrees"] = disagrees[j]
+            if decision is not None:
+                row["status"], row["domains"] = decision.status, decision.domains
+                if decision.counterexample is not None:  # float32 values, exact in JSON's float64
+                    row["counterexample"] = decision.counterexample.flatten().double().tolist()
             rows.append(row)
         return rows
 

@@ -4,6 +4,11 @@ A successful attack is a point inside the ball that the model misclassifies, con
 the model on it, so the accuracy under attack is an *upper* bound on the true robust accuracy,
 while a verified certificate is a *lower* bound; a report shows both and the gap between them.
 An input both verified and attacked would prove a bound wrong: runs check that it never happens.
+
+One stepping loop serves every gradient attack on inputs: `descend` (projected gradient steps on
+a loss the caller gives, projected by a function the caller gives). `pgd` uses it with the
+Carlini-Wagner margin over an l_inf or l2 ball; the VNN-LIB property checker
+(certify.verify.property_check) with the violation of linear output constraints over a box.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import torch
 
 from certify.bounds.reference import to_f32_down, to_f32_up
 
-__all__ = ["pgd"]
+__all__ = ["pgd", "inner_box", "descend"]
 
 
 def pgd(model, x: torch.Tensor, labels: torch.Tensor, eps: float, norm: str = "linf", *, domain=None,
@@ -30,7 +35,7 @@ def pgd(model, x: torch.Tensor, labels: torch.Tensor, eps: float, norm: str = "l
     points=True returns (found, where): `where` (B, *shape) float32 holds the misclassified point
     for each input found (the input itself when the model misclassifies it), the input elsewhere."""
     x = x.float()
-    lower, upper = _box(x, eps, norm, domain)
+    lower, upper = inner_box(x, eps, norm, domain)
     indices = list(range(len(x))) if indices is None else [int(i) for i in indices]
     found = _misclassified(model, x, labels)
     where = x.clone()
@@ -44,28 +49,59 @@ def pgd(model, x: torch.Tensor, labels: torch.Tensor, eps: float, norm: str = "l
             torch.rand(xs.shape[1:], generator=torch.Generator().manual_seed(_start_seed(seed, indices[j], restart)))
             for j in todo.nonzero().flatten().tolist()])
         adv = _project(start, xs, lo, hi, eps, norm)
-        for _ in range(steps):
-            adv.requires_grad_(True)
-            logits = model(adv)
-            grad, = torch.autograd.grad(_margin(logits, ys).sum(), adv)
-            with torch.no_grad():
-                if norm == "linf":
-                    adv = adv + step * grad.sign()
-                else:
-                    flat = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (grad.dim() - 1))
-                    adv = adv + step * grad / flat
-                adv = _project(adv, xs, lo, hi, eps, norm)
+        adv, _ = descend(adv, lambda p: (_margin(model(p), ys).sum(), None),
+                         lambda p: _project(p, xs, lo, hi, eps, norm), steps, step, norm=norm, maximize=True)
         hit = _misclassified(model, adv, ys) & _inside(adv, xs, lo, hi, eps, norm)
         found[todo.nonzero().squeeze(1)[hit]] = True
         where[todo.nonzero().squeeze(1)[hit]] = adv[hit]
     return (found, where) if points else found
 
 
+def descend(x: torch.Tensor, loss, project, steps: int, step_size, *, norm: str = "linf",
+            maximize: bool = False, visit=None):
+    """Projected gradient steps from x: the stepping loop of every attack in certify.
+
+    loss(points) -> (total, state): `total` a scalar tensor to minimise (maximise with
+    maximize=True), computed with gradients enabled; `state` is handed to `visit`.
+    project(points) -> the points moved back into the set (called without gradients).
+    step_size: a number, or a function of the step t -> a number or a tensor broadcasting against x.
+    norm: "linf" steps along the gradient's sign, "l2" along the gradient normalised per input
+    (the first dimension of x indexes inputs).
+    visit(t, points, state), optional: called on every iterate after its loss, t = 0 (x itself)
+    ... steps (the last); a result other than None ends the descent there. Without visit the last
+    iterate's loss is not computed (nothing would look at it).
+    The descent also ends when `total` does not depend on the points (no gradient to follow).
+
+    Returns (the last iterate, detached; visit's result or None)."""
+    for t in range(steps + 1):
+        if t == steps and visit is None:
+            break
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            total, state = loss(x)
+        if visit is not None:
+            found = visit(t, x, state)
+            if found is not None:
+                return x.detach(), found
+        if t == steps or not total.requires_grad:
+            break
+        grad, = torch.autograd.grad(total, x)
+        with torch.no_grad():
+            size = step_size(t) if callable(step_size) else step_size
+            if norm == "linf":
+                delta = size * grad.sign()
+            else:
+                norms = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (grad.dim() - 1))
+                delta = size * grad / norms
+            x = project(x + delta if maximize else x - delta)
+    return x.detach(), None
+
+
 def _start_seed(seed: int, index: int, restart: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}/{index}/{restart}".encode()).digest()[:8], "little")
 
 
-def _box(x, eps, norm, domain):
+def inner_box(x, eps, norm, domain):
     """The l_inf box rounded inward (every float32 point in it is in the real ball); for l2 the
     whole cube, with the ball enforced by _project / _inside."""
     x64 = x.double()

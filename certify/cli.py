@@ -332,6 +332,7 @@ def vnnlib(model_path, spec, timeout, method, result):
 
     from certify.formats import vnnlib as vnn
     from certify.formats.model_files import load_model
+    from certify.verify.property_check import Verdict, check_property
 
     def answer(verdict) -> None:
         text = vnn.format_result(verdict)
@@ -342,7 +343,7 @@ def vnnlib(model_path, spec, timeout, method, result):
         click.echo(text.rstrip("\n"))
 
     def time_up() -> None:
-        answer(vnn.Verdict("timeout", None, time.perf_counter() - started))
+        answer(Verdict("timeout", None, time.perf_counter() - started))
 
     loaded = load_model(model_path)
     if loaded.input_shape is None:
@@ -357,8 +358,8 @@ def vnnlib(model_path, spec, timeout, method, result):
     remaining = None if deadline is None else deadline - time.perf_counter()
     if remaining is not None and remaining <= 0:
         return time_up()
-    answer(vnn.check_property(loaded.module, loaded.input_shape, prop, timeout=remaining, method=method,
-                              replay=model_path))
+    answer(check_property(loaded.module, loaded.input_shape, prop, timeout=remaining, method=method,
+                          replay=model_path))
     return None
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-__all__ = ["Limit", "LIMITS", "ResourceLimitError", "value", "check"]
+__all__ = ["Limit", "LIMITS", "ResourceLimitError", "value", "check", "open_zip"]
 
 
 class ResourceLimitError(ValueError):
@@ -77,3 +77,18 @@ def check(name: str, amount: int, where: str) -> None:
             f"{where}: {amount:,} {limit.unit} exceeds certify's limit of {allowed:,} {limit.unit} on the "
             f"{limit.what}; set {limit.env} to a larger number to allow it"
         )
+
+
+def open_zip(file, where: str):
+    """A zipfile.ZipFile on the open binary `file`, its member count checked against the limit
+    "archive_members" twice: from the end-of-archive record before zipfile parses every entry (a
+    small file can declare millions), and as parsed. `where` names the file in the message."""
+    import zipfile
+
+    end = getattr(zipfile, "_EndRecData", None)  # a private helper: used when present
+    record = end(file) if end is not None else None
+    if record is not None:
+        check("archive_members", record[zipfile._ECD_ENTRIES_TOTAL], where)
+    archive = zipfile.ZipFile(file)
+    check("archive_members", len(archive.infolist()), where)
+    return archive

@@ -362,6 +362,8 @@ def _gap(run: _Run) -> tuple[str, ...]:
     eps = run.attack_eps if run.attack is not None else run.number("eps")
     if n == 0:
         return ("No inputs: nothing was proven or attacked.",)
+    if run.method.get("method") == "bab":
+        return _decided(run)
     if run.attack is None:
         proven = int(r.correct_certified.sum())
         hint = ("Verify at one eps (certify bounds --eps, where the PGD attack runs by default) to see how much of "
@@ -388,6 +390,26 @@ def _gap(run: _Run) -> tuple[str, ...]:
         sentences.append(f"Contradiction: {contradictions} input(s) proven robust at eps = {_num(eps)} were broken "
                          "by the attack. "
                          "A sound verifier and a correct attack cannot both hold on these rows.")
+    return tuple(sentences)
+
+
+def _decided(run: _Run) -> tuple[str, ...]:
+    """Complete mode: decided against undecided, in place of proven against observed."""
+    statuses = [row.get("status") for row in run.cert.get("results", [])]
+    n = len(statuses)
+    verified, falsified = statuses.count("verified"), statuses.count("falsified")
+    unknown = n - verified - falsified
+    eps = run.number("eps")
+    at = f"At eps = {_num(eps)}{f' ({run.norm})' if run.norm else ''}: " if eps is not None else ""
+    sentences = [f"{at}complete verification decided {verified + falsified} of {n} inputs: verified "
+                 f"{100.0 * verified / n:.1f} %, falsified {100.0 * falsified / n:.1f} % (a counterexample each, "
+                 f"which verify-certificate --audit replays, or misclassified as given), unknown "
+                 f"{100.0 * unknown / n:.1f} %."]
+    if unknown:
+        sentences.append(f"The robust accuracy lies between {100.0 * verified / n:.1f} % and "
+                         f"{100.0 * (verified + unknown) / n:.1f} %: the unknown inputs ran out of time.")
+    else:
+        sentences.append(f"Every input is decided: the robust accuracy is exactly {100.0 * verified / n:.1f} %.")
     return tuple(sentences)
 
 

@@ -111,15 +111,19 @@ def test_complete_mode_settings_must_fit_together(files, tmp_path, change, messa
 
 def test_the_command_line_runs_complete_mode_and_alpha_crown(tmp_path):
     model, data = make_files(tmp_path)
-    out = run_cli("bounds", "--model", model, "--data", data, "--eps", "0.1", "--method", "bab",
-                  "--timeout-per-input", "5", "--out", tmp_path / "b", cwd=tmp_path)
+    out = run_cli("bounds", "--model", model, "--data", data, "--eps", "0.1", "--method", "bab", "--limit", "6",
+                  "--timeout-per-input", "60", "--out", tmp_path / "b", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert "decided: verified" in out.stdout
+    report = (tmp_path / "b" / "report.md").read_text()
+    cert = certificate.load(tmp_path / "b" / "certificate.json")
+    verified = sum(r["status"] == "verified" for r in cert["results"])
+    assert f"verified {100.0 * verified / len(cert['results']):.1f} %" in report and "decided" in report
     check = run_cli("verify-certificate", tmp_path / "b" / "certificate.json", "--audit", "3", cwd=tmp_path)
     assert check.returncode == 0, check.stdout + check.stderr
     for method in ("crown", "alpha-crown"):
         out = run_cli("bounds", "--model", model, "--data", data, "--eps", "0.1", "--method", method, "--no-attack",
-                      "--out", tmp_path / method, cwd=tmp_path)
+                      "--limit", "6", "--out", tmp_path / method, cwd=tmp_path)
         assert out.returncode == 0, out.stderr
     crown = certificate.load(tmp_path / "crown" / "certificate.json")
     alpha = certificate.load(tmp_path / "alpha-crown" / "certificate.json")

@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 import certify
-from certify.formats import vnnlib
 from certify.formats.vnnlib import (
     Case,
     Constraint,
@@ -25,6 +24,7 @@ from certify.formats.vnnlib import (
     parse_vnnlib,
     read_vnnlib,
 )
+from certify.verify import property_check
 
 HEADER = "(declare-const X_0 Real)\n(declare-const X_1 Real)\n(declare-const Y_0 Real)\n(declare-const Y_1 Real)\n"
 BOX = "(assert (>= X_0 -1))\n(assert (<= X_0 1))\n(assert (>= X_1 0))\n(assert (<= X_1 2))\n"
@@ -325,9 +325,9 @@ def test_proof_compares_bounds_with_the_exact_bound():
     """A lower bound L on Y_0 settles "Y_0 <= b" iff L > b exactly. b = 1/10: float64(0.1) is
     0.1000000000000000055 > 1/10, so L = 0.1 settles it and the float just below does not.
     b = 1/2 is a float: L = 0.5 does not settle it, the next float does."""
-    tenth = vnnlib._Prepared.make(Case([0.0], [1.0], (Constraint((1,), Fraction(1, 10)),)), 1)
+    tenth = property_check._Prepared.make(Case([0.0], [1.0], (Constraint((1,), Fraction(1, 10)),)), 1)
     assert tenth.infeasible(np.array([[0.1], [math.nextafter(0.1, 0)]])).tolist() == [True, False]
-    half = vnnlib._Prepared.make(Case([0.0], [1.0], (Constraint((1,), Fraction(1, 2)),)), 1)
+    half = property_check._Prepared.make(Case([0.0], [1.0], (Constraint((1,), Fraction(1, 2)),)), 1)
     assert half.infeasible(np.array([[0.5], [math.nextafter(0.5, 1)]])).tolist() == [False, True]
 
 
@@ -336,7 +336,7 @@ def test_residual_of_a_coefficient_is_bounded_by_interval_arithmetic():
     hi = float32(1.6) = 1.60000002384185791015625 plus the exact residual r = 8/5 - hi < 0.
     With L <= hi Y_0 and Y_0 in [-1e6, 1e6]: r Y_0 >= r 1e6 (r < 0 takes the upper end), so the
     case is settled iff L + r 1e6 > 0, i.e. L > 0.0238..."""
-    prepared = vnnlib._Prepared.make(Case([0.0], [1.0], (Constraint((Fraction(1, 10),), 0),)), 1)
+    prepared = property_check._Prepared.make(Case([0.0], [1.0], (Constraint((Fraction(1, 10),), 0),)), 1)
     hi = Fraction(float(np.float32(1.6)))
     r = Fraction(8, 5) - hi
     assert r < 0 and prepared.residual == [(r,)]

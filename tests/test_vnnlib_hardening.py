@@ -23,6 +23,7 @@ from certify.cli import main
 from certify.formats import vnnlib
 from certify.formats.onnx_import import export_onnx
 from certify.formats.vnnlib import check_property, parse_vnnlib, read_vnnlib
+from certify.verify import property_check
 
 
 @pytest.fixture(autouse=True)
@@ -150,7 +151,7 @@ def test_push_moves_a_boundary_point_into_the_region():
     net = linear([[1.0, 1.0, 1.0]], [0.0])
     wide = declarations(3, 1) + box([(1, 1), ("(/ -4 16777216)", "(/ 4 16777216)")] + [("(/ -4 16777216)", "(/ 4 16777216)")])
     prop = parse_vnnlib(wide + "(assert (<= Y_0 1))\n")
-    checker = vnnlib._Checker(net, (3,), prop, "crown", vnnlib._Clock(None), 16, 0, None)
+    checker = property_check._Checker(net, (3,), prop, "crown", property_check._Clock(None), 16, 0, None)
     point = torch.tensor([1.0, TINY, TINY])
     assert checker.confirm(0, point) is None
     lo, hi = (torch.from_numpy(v) for v in checker.prepared[0].inner)

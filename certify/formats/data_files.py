@@ -111,21 +111,15 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise DataFileError(f"{path} is not an .npz (zip) archive{hint}; certify reads .npz files made by "
                             "numpy.savez or numpy.savez_compressed")
     try:
-        with open(path, "rb") as f:
-            end = getattr(zipfile, "_EndRecData", None)  # the count, read before zipfile parses every entry
-            record = end(f) if end is not None else None
-            if record is not None:
-                limits.check("archive_members", record[zipfile._ECD_ENTRIES_TOTAL], f"data file {path}")
-            with zipfile.ZipFile(f) as archive:
-                members = archive.infolist()
-                limits.check("archive_members", len(members), f"data file {path}")
-                named = {}
-                for info in members:  # numpy's keys: the member names less ".npy"
-                    key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
-                    named.setdefault(key, info)
-                x = _pick(named, INPUT_KEYS, path, "inputs")
-                y = _pick(named, LABEL_KEYS, path, "labels")
-                return _read_member(archive, x, path), _read_member(archive, y, path)
+        with open(path, "rb") as f, limits.open_zip(f, f"data file {path}") as archive:
+            members = archive.infolist()
+            named = {}
+            for info in members:  # numpy's keys: the member names less ".npy"
+                key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+                named.setdefault(key, info)
+            x = _pick(named, INPUT_KEYS, path, "inputs")
+            y = _pick(named, LABEL_KEYS, path, "labels")
+            return _read_member(archive, x, path), _read_member(archive, y, path)
     except (DataFileError, limits.ResourceLimitError):
         raise
     except Exception as exc:  # noqa: BLE001 - zipfile and zlib raise many types for a damaged archive

@@ -114,14 +114,8 @@ def _detect(path: Path) -> str:
         raise ModelFileError(f"model file {path} is empty")
     if head.startswith(b"PK"):  # a zip archive: torch.save, torch.jit.save and torch.export.save all use zip
         try:
-            with open(path, "rb") as f:
-                end = getattr(zipfile, "_EndRecData", None)  # the count, read before zipfile parses every entry
-                record = end(f) if end is not None else None
-                if record is not None:
-                    limits.check("archive_members", record[zipfile._ECD_ENTRIES_TOTAL], f"model file {path}")
-                with zipfile.ZipFile(f) as archive:
-                    members = archive.infolist()
-            limits.check("archive_members", len(members), f"model file {path}")
+            with open(path, "rb") as f, limits.open_zip(f, f"model file {path}") as archive:
+                members = archive.infolist()
             for info in members:  # torch.save stores members uncompressed; a compressed one could expand
                 if info.compress_type != zipfile.ZIP_STORED:
                     limits.check("decompressed_bytes", info.file_size,

@@ -5,6 +5,9 @@ own minimisers. Three outcomes per input: verified, falsified (with a counterexa
     alpha.py      slopes and split multipliers optimised unsoundly, the final bound sound
     branching.py  which ReLU (or input dimension) a domain splits next
     bab.py        the search: domains, queue, memory cap, deadline
+    property_check.py
+                  VNN-LIB properties (linear output constraints over input boxes): attack, sound
+                  bounds, input branch and bound; `check_property` (certify vnnlib)
 """
 
 from certify.verify.bab import Decision, SearchSettings, decide_one

@@ -32,8 +32,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from certify.attack import inner_box
 from certify.bounds.graph import Graph
-from certify.bounds.reference import InputSet, ibp, margin_spec, tighten_intermediate, to_f32_down, to_f32_up
+from certify.bounds.reference import InputSet, ibp, margin_spec, tighten_intermediate, to_f32_up
 from certify.verify import branching
 from certify.verify.alpha import optimize, relu_nodes
 
@@ -53,6 +54,7 @@ class SearchSettings:
     seed: int = 0
     input_split_dims: int = 20  # split the input box instead of ReLUs up to this many input dimensions
     refine_steps: int = 10  # targeted PGD steps from each batch's bound minimisers (0: none)
+    max_domains: int | None = None  # a budget in domains bounded, beside the time (deterministic: tests, audits)
 
 
 @dataclass
@@ -86,7 +88,7 @@ class _Search:
         self.relus = relu_nodes(graph)
         self.relu_inputs = {i: graph.nodes[i].inputs[0] for i in self.relus}
         self.spec = margin_spec(torch.tensor([label]), self.num_classes)  # (1, C-1, C)
-        self.inside = _inner_box(self.x, self.eps, norm, domain)
+        self.inside = inner_box(self.x, self.eps, norm, domain)  # every float32 point in it is in the set
         # Input splitting for low-dimensional l_inf sets (control networks, ACAS Xu style), ReLU
         # splitting otherwise: halving one of few input widths shrinks every relaxation at once.
         self.input_split = norm == "linf" and self.x[0].numel() <= settings.input_split_dims
@@ -259,6 +261,8 @@ class _Search:
         while queue:
             if time.monotonic() > self.deadline:
                 return done("unknown", lower=root, reason=f"timeout with {len(queue)} domains open")
+            if self.settings.max_domains is not None and self.bounded >= self.settings.max_domains:
+                return done("unknown", lower=root, reason=f"{self.bounded} domains bounded, the budget")
             stack_mode = stack_mode or len(queue) * per_domain > self.settings.max_queue_bytes
             take = []
             while queue and len(take) < self.settings.batch // 2:
@@ -312,17 +316,6 @@ def decide_one(model, graph: Graph, x, label: int, eps: float, norm: str = "linf
                settings: SearchSettings | None = None) -> Decision:
     """The three-valued decision for one input x (*input_shape) and its label (module docstring)."""
     return _Search(model, graph, x, int(label), eps, norm, domain, settings or SearchSettings()).run()
-
-
-def _inner_box(x: torch.Tensor, eps: float, norm: str, domain):
-    """The l_inf box (or the cube around the l2 ball) rounded inward: every float32 point in it is
-    in the real set, so a candidate clamped into it is a legitimate counterexample."""
-    x64 = x.double()
-    lower, upper = to_f32_up(x64 - eps), to_f32_down(x64 + eps)
-    if domain is not None and norm == "linf":
-        lower = lower.clamp(min=float(to_f32_up(torch.tensor(float(domain[0]), dtype=torch.float64))))
-        upper = upper.clamp(max=float(to_f32_down(torch.tensor(float(domain[1]), dtype=torch.float64))))
-    return lower, upper
 
 
 _FLOAT64_COPIES: dict = {}

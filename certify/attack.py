@@ -14,10 +14,12 @@ Carlini-Wagner margin over an l_inf or l2 ball; the VNN-LIB property checker
 from __future__ import annotations
 
 import hashlib
+from fractions import Fraction
 
 import torch
 
-from certify.bounds.reference import to_f32_down, to_f32_up
+from certify._exact import f32_at_least, f32_at_most
+from certify.bounds.reference import down, up
 
 __all__ = ["pgd", "inner_box", "descend"]
 
@@ -102,13 +104,21 @@ def _start_seed(seed: int, index: int, restart: int) -> int:
 
 
 def inner_box(x, eps, norm, domain):
-    """The l_inf box rounded inward (every float32 point in it is in the real ball); for l2 the
-    whole cube, with the ball enforced by _project / _inside."""
-    x64 = x.double()
-    lower, upper = to_f32_up(x64 - eps), to_f32_down(x64 + eps)
+    """The l_inf box rounded inward: the smallest float32 >= x - eps to the largest <= x + eps, so
+    every float32 point in it is in the real ball (and no closer to x than it must be: for eps below
+    one float32 spacing the box is x itself, not an inverted one); for l2 the whole cube, with the
+    ball enforced by _project / _inside. x: float32 values; eps: a float.
+
+    Exactness: r = round-to-nearest(x - eps) is within one float32 spacing of x - eps, and the test
+    (r - x) + eps >= 0 is exact in float64 (r - x is a difference of nearby float32 numbers, exact
+    in float64; adding eps rounds once and rounding keeps the sign), so one step fixes the side."""
+    x64, eps = x.double(), float(eps)
+    lower, upper = (x64 - eps).float(), (x64 + eps).float()
+    lower = torch.where((lower.double() - x64) + eps < 0, up(lower), lower)
+    upper = torch.where((x64 - upper.double()) + eps < 0, down(upper), upper)
     if domain is not None and norm == "linf":
-        lower = lower.clamp(min=float(to_f32_up(torch.tensor(float(domain[0]), dtype=torch.float64))))
-        upper = upper.clamp(max=float(to_f32_down(torch.tensor(float(domain[1]), dtype=torch.float64))))
+        lower = lower.clamp(min=f32_at_least(Fraction(float(domain[0]))))
+        upper = upper.clamp(max=f32_at_most(Fraction(float(domain[1]))))
     return lower, upper
 
 

@@ -128,8 +128,10 @@ def guarantee(method: dict) -> str:
         text += (
             " Complete mode (attack, alpha-CROWN, then beta-CROWN branch and bound with sound bounds in every leaf): "
             "each input's `status` is 'verified' (as above), 'falsified' (its `counterexample` is a float32 point of "
-            "the ball on which the model, run in float32 and in float64, does not put the label first: a proof that "
-            "the input is not robust, which `verify-certificate --audit` replays for every such row) or 'unknown' "
+            "the ball on which the model, run in float32 and in float64, does not put the label first, which "
+            "`verify-certificate --audit` replays for every such row; it speaks of those two executions, and where "
+            "logits lie within float64 rounding of each other the exact network could still favour the label) or "
+            "'unknown' "
             f"(the {method['timeout_per_input']} s per input ran out first; nothing is claimed)."
         )
     return text

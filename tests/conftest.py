@@ -3,6 +3,28 @@ import pytest
 import torch
 
 
+@pytest.fixture
+def files(tmp_path):
+    """A small ONNX model and .npz data set (run_files.make_files): the run and CLI tests' inputs."""
+    from run_files import make_files
+
+    return make_files(tmp_path)
+
+
+@pytest.fixture
+def one_thread():
+    """The networks in the VNN-LIB tests are tiny; with OpenMP threads on every core, the bound
+    engine and torch slow down many times over when other work shares the machine."""
+    import certify
+
+    before = certify.get_num_threads(), torch.get_num_threads()
+    certify.set_num_threads(1)
+    torch.set_num_threads(1)
+    yield
+    certify.set_num_threads(before[0])
+    torch.set_num_threads(before[1])
+
+
 @pytest.fixture(autouse=True)
 def _seeded():
     torch.manual_seed(0)

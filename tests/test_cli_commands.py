@@ -18,11 +18,6 @@ from certify.formats.onnx_import import export_onnx
 
 certify = run_cli
 
-@pytest.fixture
-def files(tmp_path):
-    return make_files(tmp_path)
-
-
 SMOOTH_ARGS = ("--sigma", "0.5", "--n0", "50", "--n", "2000", "--alpha", "0.01", "--seed", "3")
 
 

@@ -22,11 +22,6 @@ BOUNDS = bounds_method("crown", "linf", 0.05, None, None, None,
 
 
 @pytest.fixture
-def files(tmp_path):
-    return make_files(tmp_path)
-
-
-@pytest.fixture
 def keys(tmp_path):
     return certificate.keygen(tmp_path / "keys")
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from run_files import make_files, small_chunks, without_times
+from run_files import small_chunks, without_times
 
 from certify import certificate
 from certify.cli import bounds_method, smoothing_method
@@ -17,11 +17,6 @@ from certify.runs.store import RunStore, RunStoreError
 SMOOTH = smoothing_method("gaussian", 0.5, 50, 2_000, 0.01, 1_000, 7, "native")
 BOUNDS = bounds_method("crown", "linf", 0.05, None, None, None,
                        {"name": "pgd", "eps": 0.05, "steps": 20, "restarts": 1, "seed": 0})
-
-
-@pytest.fixture
-def files(tmp_path):
-    return make_files(tmp_path)
 
 
 @pytest.mark.parametrize("method", [SMOOTH, BOUNDS], ids=["smooth", "bounds"])

@@ -151,3 +151,25 @@ def test_the_memory_cap_switches_to_depth_first_and_still_decides():
     capped = decide_one(net, graph, x, label, eps,
                         settings=SearchSettings(timeout=600, max_domains=20_000, max_queue_bytes=1))
     assert free.status == capped.status != "unknown"
+
+
+def test_review_edge_cases_inputs_tiny_eps_domain_and_settings():
+    """From the review: a float64 input float32 cannot hold is refused (the search would decide the
+    rounded input's ball); eps below one float32 spacing keeps counterexamples in the ball; an input
+    outside the domain is refused; settings are validated; a batch of 1 still searches."""
+    net = centred_mlp(0, [8, 16, 16, 4])
+    bounded = certify.BoundedModel(net, (8,))
+    x = torch.rand(2, 8) * 2 - 1
+    with torch.no_grad():
+        labels = net(x).argmax(1)
+    with pytest.raises(ValueError, match="float32 holds exactly"):
+        bounded.decide(x.double() + 2.0**-40, labels, 0.1)
+    with pytest.raises(ValueError, match="outside the domain"):
+        bounded.decide(x + 5, labels, 0.1, domain=(0, 1))
+    with pytest.raises(ValueError, match="attack_steps"):
+        SearchSettings(attack_steps=0)
+    wrong = (labels + 1) % 4  # misclassified as given: falsified by the input itself, even at eps 1e-9
+    for d, xi in zip(bounded.decide(x, wrong, 1e-9), x):
+        assert d.status == "falsified" and torch.equal(d.counterexample, xi)
+    one = bounded.decide(x[:1], labels[:1], 0.15, timeout=600, settings=SearchSettings(batch=1, max_domains=5_000))
+    assert one[0].status != "unknown"

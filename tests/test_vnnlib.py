@@ -30,16 +30,7 @@ HEADER = "(declare-const X_0 Real)\n(declare-const X_1 Real)\n(declare-const Y_0
 BOX = "(assert (>= X_0 -1))\n(assert (<= X_0 1))\n(assert (>= X_1 0))\n(assert (<= X_1 2))\n"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The networks here are tiny; with OpenMP threads on every core, the bound engine and torch
-    slow down many times over when other work shares the machine."""
-    before = certify.get_num_threads(), torch.get_num_threads()
-    certify.set_num_threads(1)
-    torch.set_num_threads(1)
-    yield
-    certify.set_num_threads(before[0])
-    torch.set_num_threads(before[1])
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py says why
 
 
 # ============================================================================ networks

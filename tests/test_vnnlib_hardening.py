@@ -17,7 +17,6 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-import certify
 from certify import limits
 from certify.cli import main
 from certify.formats import vnnlib
@@ -26,14 +25,7 @@ from certify.formats.vnnlib import check_property, parse_vnnlib, read_vnnlib
 from certify.verify import property_check
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = certify.get_num_threads(), torch.get_num_threads()
-    certify.set_num_threads(1)
-    torch.set_num_threads(1)
-    yield
-    certify.set_num_threads(before[0])
-    torch.set_num_threads(before[1])
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py says why
 
 
 def declarations(inputs: int, outputs: int) -> str:

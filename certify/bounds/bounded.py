@@ -271,20 +271,23 @@ class BoundedModel:
         `timeout`)."""
         from dataclasses import replace
 
-        from certify.verify.bab import SearchSettings, decide_one
+        from certify.verify.bab import SearchSettings, decide_one, float64_copy
 
         if self.model is None:
             raise ValueError("decide() runs the model on counterexamples: make the BoundedModel from the model")
         x = _checks.input_tensor("x", x, self.input_shape, batched=True)
+        if x.device.type != "cpu":
+            raise ValueError("decide() runs on the CPU; move the inputs there")
+        if bool((x.float().double() != x.double()).any()):  # the search runs the model on float32 points
+            raise ValueError("decide() takes inputs float32 holds exactly (the ball around a rounded input is "
+                             "another ball): pass x.float() and decide about that")
         labels = self._labels(labels, len(x))
         eps = self._eps(eps, len(x))
-        if norm not in NORMS:
-            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-        if domain is not None and norm != "linf":
-            raise ValueError("domain applies to norm='linf' only")
+        self._input_set(x, eps, norm, domain, True)  # the norm, domain and eps checks of every bound
         settings = replace(settings or SearchSettings(), timeout=_checks.positive_scale("timeout", timeout))
-        return [decide_one(self.model, self.graph, x[i], int(labels[i]), float(eps[i]), norm, domain, settings)
-                for i in range(len(x))]
+        model64 = float64_copy(self.model)  # made per call: the model's weights may have changed since
+        return [decide_one(self.model, self.graph, x[i], int(labels[i]), float(eps[i]), norm, domain, settings,
+                           model64=model64) for i in range(len(x))]
 
     def radius(self, x, labels, norm: str = "linf", method: str = "crown", *, tol: float = 1e-3,
                max_eps: float = 1.0, domain=None, sound: bool = True, inference: str = "exact") -> torch.Tensor:

@@ -56,6 +56,17 @@ class SearchSettings:
     refine_steps: int = 10  # targeted PGD steps from each batch's bound minimisers (0: none)
     max_domains: int | None = None  # a budget in domains bounded, beside the time (deterministic: tests, audits)
 
+    def __post_init__(self):
+        counts = ("batch", "root_iterations", "attack_steps", "attack_restarts")
+        for name in counts:
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
+                raise ValueError(f"SearchSettings.{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        for name in ("iterations", "refine_steps", "input_split_dims"):
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 0):
+                raise ValueError(f"SearchSettings.{name} must be an integer >= 0, got {getattr(self, name)!r}")
+        if not (self.timeout > 0 and self.lr > 0 and self.max_queue_bytes >= 1):
+            raise ValueError("SearchSettings: timeout and lr must be > 0, max_queue_bytes >= 1")
+
 
 @dataclass
 class Decision:
@@ -106,11 +117,17 @@ class _Search:
             if not bool(wrong32.any()):
                 return None
             candidates = points[wrong32]
-            logits = _float64(self.model)(candidates.double())
+            logits = self.model64(candidates.double())
             others = logits.clone()
             others[:, self.label] = -float("inf")
             wrong64 = others.amax(1) > logits[:, self.label]
-        return candidates[wrong64][0].clone() if bool(wrong64.any()) else None
+            for point in candidates[wrong64]:  # replayed alone, as an audit will (batches can round otherwise)
+                point = point.unsqueeze(0)
+                logits = self.model64(point.double())[0]
+                others = torch.cat([logits[:self.label], logits[self.label + 1:]])
+                if int(self.model(point).argmax(1)) != self.label and float(others.max()) > float(logits[self.label]):
+                    return point[0].clone()
+        return None
 
     def project(self, points: torch.Tensor) -> torch.Tensor:
         lower, upper = self.inside
@@ -265,7 +282,7 @@ class _Search:
                 return done("unknown", lower=root, reason=f"{self.bounded} domains bounded, the budget")
             stack_mode = stack_mode or len(queue) * per_domain > self.settings.max_queue_bytes
             take = []
-            while queue and len(take) < self.settings.batch // 2:
+            while queue and len(take) < max(1, self.settings.batch // 2):
                 take.append(queue.pop() if stack_mode else heapq.heappop(queue))
             leaves = [d for d in take if d.branch is None]
             if leaves:  # linear on the domain: one more, longer optimisation of beta, else give up
@@ -313,20 +330,16 @@ def _children(d: _Domain) -> list[tuple]:
 
 
 def decide_one(model, graph: Graph, x, label: int, eps: float, norm: str = "linf", domain=None,
-               settings: SearchSettings | None = None) -> Decision:
-    """The three-valued decision for one input x (*input_shape) and its label (module docstring)."""
-    return _Search(model, graph, x, int(label), eps, norm, domain, settings or SearchSettings()).run()
+               settings: SearchSettings | None = None, model64=None) -> Decision:
+    """The three-valued decision for one input x (*input_shape, float32 values) and its label
+    (module docstring). model64: the model's float64 copy (float64_copy), made here if not given."""
+    search = _Search(model, graph, x, int(label), eps, norm, domain, settings or SearchSettings())
+    search.model64 = model64 if model64 is not None else float64_copy(model)
+    return search.run()
 
 
-_FLOAT64_COPIES: dict = {}
-
-
-def _float64(model):
-    """A float64 copy of the model (cached per model object): the second execution a counterexample
-    must fail in."""
+def float64_copy(model):
+    """A float64 copy of the model: the second execution a counterexample must fail in."""
     import copy
 
-    key = id(model)
-    if key not in _FLOAT64_COPIES or _FLOAT64_COPIES[key][0] is not model:
-        _FLOAT64_COPIES[key] = (model, copy.deepcopy(model).double().eval())
-    return _FLOAT64_COPIES[key][1]
+    return copy.deepcopy(model).double().eval()

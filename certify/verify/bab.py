@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from certify.attack import inner_box
+from certify.attack import descend, inner_box
 from certify.bounds.graph import Graph
 from certify.bounds.reference import InputSet, ibp, margin_spec, tighten_intermediate, to_f32_up
 from certify.verify import branching
@@ -143,29 +143,23 @@ class _Search:
 
     def falsify(self, candidates: tuple | None) -> torch.Tensor | None:
         """A counterexample among the bounds' minimisers ((N, *shape) points, one per domain, and
-        the domains' margin rows), or among
-        the points a short targeted PGD reaches from them (each pushing its domain's class above
-        the label): the search's free candidates, refined as alpha,beta-CROWN does during BaB."""
+        the domains' margin rows), or among the points a short targeted PGD reaches from them (each
+        pushing its domain's class above the label): the search's free candidates, refined as
+        alpha,beta-CROWN does during BaB."""
         if candidates is None:
             return None
         candidates, rows = candidates
         found = self.confirm(candidates)
         if found is not None or self.settings.refine_steps == 0:
             return found
-        targets = torch.tensor([r if r < self.label else r + 1 for r in rows])
-        lower, upper = self.inside
-        step = 2.5 * self.eps / self.settings.refine_steps
-        points = self.project(candidates)
-        for _ in range(self.settings.refine_steps):
-            points.requires_grad_(True)
-            with torch.enable_grad():
-                logits = self.model(points)
-                gain = (logits.gather(1, targets.view(-1, 1)).squeeze(1) - logits[:, self.label]).sum()
-                grad, = torch.autograd.grad(gain, points)
-            with torch.no_grad():
-                direction = grad.sign() if self.norm == "linf" else grad / grad.flatten(1).norm(dim=1).clamp_min(
-                    1e-30).view(-1, *[1] * (grad.dim() - 1))
-                points = self.project(points + step * direction)
+        targets = torch.tensor([r if r < self.label else r + 1 for r in rows]).view(-1, 1)
+
+        def gain(points):  # each domain's class above the label: the violation to maximise
+            logits = self.model(points)
+            return (logits.gather(1, targets).squeeze(1) - logits[:, self.label]).sum(), None
+
+        points, _ = descend(self.project(candidates), gain, self.project, self.settings.refine_steps,
+                            2.5 * self.eps / self.settings.refine_steps, norm=self.norm, maximize=True)
         return self.confirm(points)
 
     def attack(self) -> torch.Tensor | None:

@@ -346,6 +346,27 @@ def min_margins(model, x, label, eps, *, norm="linf", domain=None, time_limit=60
     return out
 
 
+def min_subject_to(model, lower, upper, objective, constraints, *, time_limit=60) -> float:
+    """The exact minimum of objective . f(x) over the box lower <= x <= upper (flat float64 arrays)
+    subject to a . f(x) <= b for each (a, b) in constraints; +inf when no x in the box meets them.
+    (A VNN-LIB case is met somewhere in its box iff its constraints minus one are feasible with the
+    last one's minimum <= its bound.)"""
+    lower, upper = np.asarray(lower, dtype=np.float64), np.asarray(upper, dtype=np.float64)
+    problem = _Problem(layers_of(model, (lower.size,)), lower, upper)
+    for a, b in constraints:
+        problem._row([(int(j), float(c)) for j, c in zip(problem.out_idx, a) if c], -np.inf, float(b))
+    problem.constraints = problem._constraints()
+    c = np.zeros(problem.nvar)
+    c[problem.out_idx] = objective
+    res = milp(c, integrality=problem.integrality, bounds=problem.bounds, constraints=problem.constraints,
+               options={"time_limit": float(time_limit), "mip_rel_gap": 0.0, "disp": False, "presolve": True})
+    if res.status == 2:  # infeasible
+        return np.inf
+    _check_status(res, time_limit)
+    dual = getattr(res, "mip_dual_bound", None)
+    return float(res.fun) if dual is None or not np.isfinite(dual) else min(float(dual), float(res.fun))
+
+
 def _classes(model, x) -> int:
     return layers_of(model, tuple(torch.as_tensor(x).shape))[-1][0].shape[0]
 

@@ -173,3 +173,64 @@ def test_review_edge_cases_inputs_tiny_eps_domain_and_settings():
         assert d.status == "falsified" and torch.equal(d.counterexample, xi)
     one = bounded.decide(x[:1], labels[:1], 0.15, timeout=600, settings=SearchSettings(batch=1, max_domains=5_000))
     assert one[0].status != "unknown"
+
+
+def test_fully_split_domains_are_settled_by_their_linear_program(monkeypatch):
+    """Without beta's gradient steps (iterations 0) the search reaches domains with every ReLU
+    split; each is settled by the LP's duals in the sound pass (certify.verify.leaf), and the
+    answers still agree with the MILP."""
+    from certify.verify import bab
+
+    settled = []
+    original = bab._Search.settle_leaf
+
+    def spy(self, domain):
+        answer = original(self, domain)
+        settled.append(answer[0] or answer[1] is not None)
+        return answer
+
+    monkeypatch.setattr(bab._Search, "settle_leaf", spy)
+    net = centred_mlp(3, [24, 5, 5, 3])
+    torch.manual_seed(3)
+    xs = torch.rand(3, 24) * 2 - 1
+    with torch.no_grad():
+        labels = net(xs).argmax(1)
+    bounded = certify.BoundedModel(net, (24,))
+    eps = bounded.radius(xs, labels, method="crown", tol=1e-4).clamp(min=1e-3) * 1.5
+    settings = SearchSettings(iterations=0, root_iterations=1, max_domains=5000)
+    for i, decision in enumerate(bounded.decide(xs, labels, eps, timeout=600, settings=settings)):
+        truth = robust(net, xs[i], int(labels[i]), float(eps[i]), time_limit=60)
+        assert decision.status != "unknown", decision.reason
+        assert (decision.status == "verified") == (truth == "robust"), (i, decision.status, truth)
+    assert settled and all(settled), settled
+
+
+def test_an_empty_split_domain_is_proven_by_a_farkas_certificate():
+    """Splits z_0 = x - 1/2 >= 0 and z_1 = x + 1/2 <= 0 exclude all of x in [-1, 1]: the LP is
+    infeasible, and the phase-one duals scaled up give a sound bound above any threshold."""
+    from certify.bounds.reference import InputSet, backward, ibp
+    from certify.verify.alpha import split_terms
+    from certify.verify.leaf import leaf_multipliers
+
+    net = nn.Sequential(nn.Linear(1, 2), nn.ReLU(), nn.Linear(2, 1)).eval()
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[1.0], [1.0]]))
+        net[0].bias.copy_(torch.tensor([-0.5, 0.5]))
+        net[2].weight.copy_(torch.tensor([[1.0, -1.0]]))
+        net[2].bias.zero_()
+    graph = certify.BoundedModel(net, (1,)).graph
+    box = (torch.tensor([[-1.0]]), torch.tensor([[1.0]]))
+    boxes = ibp(graph, box, True)
+    k = graph.nodes[[i for i, n in enumerate(graph.nodes) if type(n.layer).__name__ == "ReLU"][0]].inputs[0]
+    lower, upper = boxes[k]
+    boxes[k] = (torch.tensor([[0.0, -1.5]]).maximum(lower), torch.tensor([[1.5, 0.0]]).minimum(upper))  # clamped
+    boxes = ibp(graph, None, True, start=k + 1, boxes=boxes)
+    spec = torch.ones(1, 1, 1)
+    splits = ((k, 0, 1), (k, 1, -1))
+    choices, points = leaf_multipliers(graph, boxes, box, spec, splits)
+    assert len(choices) > 1 and points == [None]  # a Farkas certificate at several scales, no minimiser
+    signs = {k: torch.tensor([[1.0, -1.0]])}
+    iset = InputSet("linf", torch.zeros(1, 1), torch.ones(1), box)
+    best = max(float(backward(graph, len(graph.nodes) - 1, spec, boxes, iset, True,
+                              split_terms=split_terms(betas, signs))[0, 0]) for betas in choices)
+    assert best > 100.0

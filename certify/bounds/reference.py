@@ -458,12 +458,21 @@ def margin_spec(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     return spec[keep].reshape(batch, num_classes - 1, num_classes)
 
 
-def tighten_intermediate(graph: Graph, boxes: list, input_set: InputSet, sound: bool, clamp=None) -> list:
+def tighten_intermediate(graph: Graph, boxes: list, input_set: InputSet, sound: bool, clamp=None,
+                         keep_through: int = -1, lower_bounds=None) -> list:
     """CROWN bounds on every ReLU's input, in order, each used for the next (Zhang et al. 2018).
 
     clamp(k, (lower, upper)) -> (lower, upper), when given, restricts the bounds of each ReLU input
     node k before and after they are tightened: branch and bound's split decisions (a ReLU split
-    active has lower bound 0, one split inactive upper bound 0), which later layers then see."""
+    active has lower bound 0, one split inactive upper bound 0), which later layers then see.
+    keep_through: ReLU input nodes up to this index keep their boxes (only clamped): a branch and
+    bound child inherits its parent's boxes, and nothing at or before its new split's node changed.
+    lower_bounds(start, spec, boxes, const) -> (B, K) sound lower bounds of spec . value(start) + const
+    over the input set: how each layer's rows are bounded (default: CROWN's backward; alpha-CROWN
+    passes its optimiser, certify.verify.alpha.optimize_intermediate)."""
+    if lower_bounds is None:
+        def lower_bounds(start, spec, boxes, const):
+            return backward(graph, start, spec, boxes, input_set, sound, initial_const=const)
     for node in graph.nodes:
         if not isinstance(node.layer, ReLU):
             continue
@@ -472,6 +481,8 @@ def tighten_intermediate(graph: Graph, boxes: list, input_set: InputSet, sound: 
             boxes[pre] = clamp(pre, boxes[pre])
         lower, upper = boxes[pre]
         unstable = ((lower < 0) & (upper > 0)).reshape(lower.shape[0], -1).any(0).nonzero().flatten()
+        if pre <= keep_through:
+            unstable = unstable[:0]
         if len(unstable) == 0:  # every neuron stable: tighter bounds would not change any relaxation
             if clamp is not None:  # but a clamp may have narrowed this box: later layers see it
                 boxes = ibp(graph, None, sound, start=pre + 1, boxes=boxes)
@@ -491,7 +502,7 @@ def tighten_intermediate(graph: Graph, boxes: list, input_set: InputSet, sound: 
                 start = graph.nodes[pre].inputs[0]
                 const = _one_hot_bias(layer, spec, shape).double()
                 spec = _one_hot_through(graph, pre, spec)
-            both = backward(graph, start, spec, boxes, input_set, sound, initial_const=const)
+            both = lower_bounds(start, spec, boxes, const)
             k = len(chunk)
             # Only neurons unstable for that input take the new bound (stable ones keep theirs, as in
             # the native engine, which computes rows for unstable (input, neuron) pairs alone).

@@ -24,7 +24,7 @@ import torch
 from certify.bounds.graph import Graph, ReLU
 from certify.bounds.reference import InputSet, backward, ibp, identity_spec, tighten_intermediate
 
-__all__ = ["Optimized", "AlphaEngine", "relu_nodes", "initial_slopes", "optimize"]
+__all__ = ["Optimized", "AlphaEngine", "relu_nodes", "initial_slopes", "optimize", "optimize_intermediate", "split_terms"]
 
 
 @dataclass
@@ -39,37 +39,43 @@ def relu_nodes(graph: Graph) -> list[int]:
     return [i for i, node in enumerate(graph.nodes) if isinstance(node.layer, ReLU)]
 
 
-def initial_slopes(graph: Graph, boxes: list, rows: int) -> dict:
+def initial_slopes(graph: Graph, boxes: list, rows: int, below: int | None = None) -> dict:
     """CROWN's adaptive choice (1 where u > -l, else 0), one copy per spec row: the starting point,
-    so the first iterate is CROWN's bound and the optimum is never looser."""
+    so the first iterate is CROWN's bound and the optimum is never looser. below: only the ReLUs
+    before this node (the ones a back-substitution from it meets)."""
     slopes = {}
     for i in relu_nodes(graph):
+        if below is not None and i >= below:
+            continue
         lower, upper = boxes[graph.nodes[i].inputs[0]]
         slope = (upper > -lower).to(torch.float32)
         slopes[i] = slope.unsqueeze(1).expand(-1, rows, *slope.shape[1:]).clone()
     return slopes
 
 
-def _split_terms(betas: dict, signs: dict) -> dict:
+def split_terms(betas: dict, signs: dict) -> dict:
     """-beta * s for each split node: signs (B, *shape) in {-1, 0, 1}, betas (B, K, *shape) >= 0."""
     return {k: -betas[k].clamp(min=0) * signs[k].unsqueeze(1) for k in signs}
 
 
 def optimize(graph: Graph, input_set: InputSet, spec: torch.Tensor, boxes: list, *, signs: dict | None = None,
              iterations: int = 20, lr: float = 0.1, deadline: float | None = None,
-             slopes: dict | None = None, sound: bool = True) -> Optimized:
+             slopes: dict | None = None, sound: bool = True, start: int | None = None,
+             initial_const: torch.Tensor | None = None) -> Optimized:
     """Sound lower bounds of spec . f over the input set (and the split domains `signs`), with
-    slopes (and multipliers beta for the splits) optimised for `iterations` Adam steps.
+    slopes (and multipliers beta for the splits) optimised for `iterations` Adam steps. start,
+    initial_const: bound spec . value(start) + initial_const instead (an intermediate layer's rows).
 
     boxes: sound bounds of every node on the (split) domain, as tighten_intermediate gives them.
     signs: split ReLU input node k -> (B, *shape) in {-1, 0, +1} (+1: split active, z >= 0; -1:
     inactive, z <= 0; 0: not split). slopes: a warm start (e.g. the parent domain's). deadline: a
     time.monotonic() value after which the optimisation stops early (the sound pass still runs)."""
     batch, rows = spec.shape[:2]
-    last = len(graph.nodes) - 1
-    signs = signs or {}
-    start = initial_slopes(graph, boxes, rows) if slopes is None else {i: s.detach().clone() for i, s in slopes.items()}
-    params = {i: s.requires_grad_() for i, s in start.items()}
+    last = len(graph.nodes) - 1 if start is None else start
+    signs = {k: s for k, s in (signs or {}).items() if k < last}
+    first = (initial_slopes(graph, boxes, rows, below=last) if slopes is None
+             else {i: s.detach().clone() for i, s in slopes.items() if i < last})
+    params = {i: s.requires_grad_() for i, s in first.items()}
     betas = {k: torch.zeros(batch, rows, *s.shape[1:], requires_grad=True) for k, s in signs.items()}
     best = torch.full((batch, rows), -float("inf"))
     best_slopes = {i: s.detach().clone() for i, s in params.items()}
@@ -80,7 +86,7 @@ def optimize(graph: Graph, input_set: InputSet, spec: torch.Tensor, boxes: list,
     with torch.enable_grad():
         for step in range(iterations + 1):
             lower = backward(graph, last, spec, boxes, input_set, sound=False, slopes=params,
-                             split_terms=_split_terms(betas, signs))
+                             split_terms=split_terms(betas, signs), initial_const=initial_const)
             with torch.no_grad():
                 better = lower > best
                 best = torch.where(better, lower, best)
@@ -100,8 +106,34 @@ def optimize(graph: Graph, input_set: InputSet, spec: torch.Tensor, boxes: list,
     record: dict = {}
     with torch.no_grad():
         final = backward(graph, last, spec, boxes, input_set, sound=sound, slopes=best_slopes,
-                         split_terms=_split_terms(best_betas, signs), record=record)
+                         split_terms=split_terms(best_betas, signs), record=record, initial_const=initial_const)
     return Optimized(final, best, best_slopes, record)
+
+
+def optimize_intermediate(graph: Graph, input_set: InputSet, boxes: list, *, iterations: int = 20, lr: float = 0.1,
+                          deadline: float | None = None, signs: dict | None = None, clamp=None,
+                          sound: bool = True) -> list:
+    """alpha-CROWN for the intermediate layers: every ReLU input's unstable neurons bounded again,
+    in order, with the earlier ReLUs' lower slopes optimised separately for each neuron's lower and
+    upper bound (Xu et al. 2021, Sec. 3.1), and beta for the splits in `signs` below that layer;
+    each later layer then sees the tighter boxes. The same per-layer loop as CROWN's
+    (tighten_intermediate), with optimize in place of one back-substitution; every bound comes from
+    optimize's sound final pass and only ever tightens a box (both are valid on the set).
+
+    boxes: sound boxes of every node (e.g. CROWN's, tighten_intermediate). clamp: as for
+    tighten_intermediate (branch and bound's splits)."""
+    signs = signs or {}
+    relus = relu_nodes(graph)
+
+    def lower_bounds(start, spec, current, const):
+        keep = torch.full(spec.shape[:2], -float("inf"))  # a bound that leaves the boxes as they are
+        if not any(i < start for i in relus) or (deadline is not None and time.monotonic() > deadline):
+            return keep  # no slope to optimise below this layer (CROWN's box is the same), or no time
+        local = {k: s for k, s in signs.items() if k < start}
+        return optimize(graph, input_set, spec, current, signs=local, iterations=iterations, lr=lr,
+                        deadline=deadline, start=start, initial_const=const, sound=sound).lower
+
+    return tighten_intermediate(graph, list(boxes), input_set, sound, clamp, lower_bounds=lower_bounds)
 
 
 class AlphaEngine:
@@ -125,6 +157,8 @@ class AlphaEngine:
             spec = identity_spec(input_set.centre.shape[0], graph.output.shape, device=input_set.centre.device)
         with torch.no_grad():
             boxes = tighten_intermediate(graph, ibp(graph, input_set.box, sound), input_set, sound)
+            boxes = optimize_intermediate(graph, input_set, boxes, iterations=self.iterations, lr=self.lr,
+                                          sound=sound)
             if self.baseline is not None:
                 crown = self.baseline.compute_bounds(input_set, "crown", sound, spec=spec)
             else:

@@ -17,7 +17,8 @@ __all__ = ["scores", "choose", "input_dimension"]
 
 def scores(coefficients: dict, boxes: list, relu_inputs: dict) -> dict:
     """{ReLU input node k: (D, size) scores} from the coefficients on each ReLU's output
-    (`coefficients[relu node]`, (D, 1, *shape)) and the domain boxes of its input node k.
+    (`coefficients[relu node]`, (D, R, *shape): the R rows of a domain's target) and the domain
+    boxes of its input node k.
     relu_inputs: ReLU node -> its input node."""
     out = {}
     for relu, k in relu_inputs.items():
@@ -25,7 +26,8 @@ def scores(coefficients: dict, boxes: list, relu_inputs: dict) -> dict:
         lam = coefficients.get(relu)
         unstable = (lower < 0) & (upper > 0)
         gap = torch.where(unstable, -lower * upper / torch.where(unstable, upper - lower, 1.0), 0.0)
-        weight = lam.flatten(2)[:, 0].abs() if lam is not None else torch.ones_like(gap)
+        # the target's rows together (one row for a robustness margin)
+        weight = lam.abs().sum(1).flatten(1) if lam is not None else torch.ones_like(gap)
         # + a tiny multiple of the gap: neurons the bound does not weigh still get split eventually
         out[k] = torch.where(unstable, weight * gap + 1e-9 * gap, -1.0)
     return out

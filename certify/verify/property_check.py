@@ -14,15 +14,17 @@ input of a case's box gives outputs that meet all of the case's constraints; "un
                    the box; a candidate counts only if every execution at hand confirms it (the
                    model in float32 and float64, onnxruntime on the ONNX file: `_Replays`), and one
                    on the region's boundary that an execution rejects is pushed inward;
-  search           boxes left open are halved along their widest input dimension, attacked briefly
-                   and bounded again, until every box is settled, a counterexample is found, a
-                   split limit or the deadline is reached;
+  search           with up to 20 inputs, boxes left open are halved along their widest input
+                   dimension, attacked briefly and bounded again, until every box is settled, a
+                   counterexample is found, a split limit or the deadline is reached; with more
+                   inputs (method "crown"), the open cases of each box go to the ReLU branch and
+                   bound of certify.verify.bab (alpha/beta-CROWN, the search decide() runs), as a
+                   goal (PropertyCases) whose proofs and counterexamples are this module's;
   time             every step is sized by measured costs to end before the deadline, so the answer
                    comes within `timeout` + OVERRUN_SECONDS.
 
 `certify.formats.vnnlib` reads the property and writes the verdict (`format_result`); this module
-is the algorithm between the two. It is the VNN-LIB counterpart of certify.verify.bab (which
-decides local robustness by ReLU splitting); the two do not share a search yet.
+is the algorithm between the two.
 """
 
 from __future__ import annotations
@@ -216,6 +218,7 @@ _CROWN_SAFETY = 2.0
 _CROWN_VS_ROWS = 2.0
 _SPEC_ENTRIES = 1 << 24
 OVERRUN_SECONDS = 2.0
+_INPUT_SPLIT_DIMS = 20  # up to this many inputs the search splits the input box (SearchSettings' default)
 
 
 class _Costs:
@@ -593,6 +596,133 @@ class _Checker:
         return None
 
 
+class PropertyCases:
+    """Open cases of a VNN-LIB property that share one input box, as a goal of ReLU branch and
+    bound (certify.verify.bab.search, the search decide() runs on).
+
+    Each case is a target whose rows are its _Prepared.spec rows (its constraints scaled to float32
+    and, for residuals, the e_j rows), zero-padded to the longest case; a target is proven on a
+    domain where _Prepared.infeasible says, exactly, that some constraint of the case cannot hold
+    there. A counterexample is what _Checker.confirm accepts for one of the cases (x, y): every
+    execution meets all of the case's constraints. The checker has attacked the box already, so
+    the search opens with its bounds."""
+
+    def __init__(self, checker: _Checker, cases: list[int], lower: np.ndarray, upper: np.ndarray):
+        self.checker, self.cases = checker, list(cases)
+        self.prepared = [checker.prepared[c] for c in self.cases]
+        shape, outputs = checker.shape, checker.bounded.num_outputs
+        spec = np.zeros((len(self.cases), max(len(p.spec) for p in self.prepared), outputs), dtype=np.float32)
+        for t, p in enumerate(self.prepared):
+            spec[t, :len(p.spec)] = p.spec
+        self.spec = torch.from_numpy(spec)
+        lo64, hi64 = torch.from_numpy(lower).view(1, *shape), torch.from_numpy(upper).view(1, *shape)
+        box = (_reference.to_f32_down(lo64), _reference.to_f32_up(hi64))  # as spec_bounds encloses a box
+        centre = (0.5 * box[0].double() + 0.5 * box[1].double()).float()
+        eps = _reference.to_f32_up(torch.maximum(box[1].double() - centre.double(), centre.double() - box[0].double())
+                                   .flatten(1).amax(1))
+        self.input_set = _reference.InputSet("linf", centre, eps, box)
+        inner = self.prepared[0].inner  # the cases share the box, so its float32 points
+        self.inside = None
+        if inner is not None:  # as _attack_batch clips: float32 points of the case's exact box
+            lo = np.clip(lower, inner[0], inner[1]).astype(np.float32)
+            hi = np.clip(np.clip(upper, inner[0], inner[1]).astype(np.float32), lo, inner[1])
+            self.inside = (torch.from_numpy(lo).view(1, *shape), torch.from_numpy(hi).view(1, *shape))
+        self.coeffs = [torch.from_numpy(p.coeffs) for p in self.prepared]
+        self.bounds = [torch.from_numpy(p.bounds) for p in self.prepared]
+
+    def _each(self, targets: list, lower: torch.Tensor, per_case) -> np.ndarray:
+        values = np.zeros(len(targets))
+        targets = np.asarray(targets)
+        for t in np.unique(targets):
+            where = np.flatnonzero(targets == t)
+            values[where] = per_case(self.prepared[t], lower[where, :len(self.prepared[t].spec)].double().numpy())
+        return values
+
+    def proven(self, targets: list, lower: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self._each(targets, lower, lambda p, low: p.infeasible(low)).astype(bool))
+
+    def score(self, targets: list, lower: torch.Tensor) -> torch.Tensor:
+        """The best constraint's bound minus its threshold (> 0: nearly or fully proven)."""
+        def best(p, low):
+            num = len(p.case.constraints)
+            return (low[:, :num] - p.threshold).max(axis=1) if num else np.full(len(low), -np.inf)
+
+        return torch.from_numpy(self._each(targets, lower, best))
+
+    def _slack(self, y: torch.Tensor, t: int) -> torch.Tensor:
+        """coeffs @ y - bound per constraint of case t ((N, S), <= 0: met), and a scale of its terms."""
+        y = y.double()
+        slack = y @ self.coeffs[t].T - self.bounds[t]
+        scale = 1 + self.bounds[t].abs() + y.detach().abs() @ self.coeffs[t].abs().T
+        return slack, scale
+
+    def confirm(self, points: torch.Tensor):
+        """(x, y) for the first point (projected into the box) that meets one of the cases in every
+        execution (_Checker.confirm); points whose float32 run meets no case are not replayed."""
+        if self.inside is None:
+            return None
+        points = self.project(points)
+        with torch.no_grad():
+            y = self.checker.model(points).reshape(len(points), -1)
+        tries = 8  # replays per call (float64 and onnxruntime each): a bounded cost per batch
+        for t, c in enumerate(self.cases):
+            if not self.prepared[t].case.constraints:
+                continue
+            slack, scale = self._slack(y, t)
+            for b in torch.nonzero((slack <= 1e-6 * scale).all(dim=1)).flatten().tolist():
+                if tries == 0:
+                    return None
+                tries -= 1
+                found = self.checker.confirm(c, points[b])
+                if found is not None:
+                    return found
+        return None
+
+    def gain(self, points: torch.Tensor, targets: list) -> torch.Tensor:
+        """Minus each domain's case's hinge violations (aiming inside by a margin, as the attack)."""
+        y = self.checker.model(points).reshape(len(points), -1)
+        total = y.new_zeros((), dtype=torch.float64)
+        for t in set(targets):
+            rows = torch.tensor([i for i, u in enumerate(targets) if u == t])
+            slack, scale = self._slack(y[rows], t)
+            total = total - (slack + 1e-5 * scale).clamp(min=0).sum()
+        return total
+
+    def project(self, points: torch.Tensor) -> torch.Tensor:
+        if self.inside is None:
+            return points.float()
+        return torch.minimum(torch.maximum(points.float(), self.inside[0]), self.inside[1])
+
+    def opening_counterexample(self, before_search: bool):
+        return None
+
+
+def _relu_search(checker: _Checker, boxes: _Boxes, clock: _Clock, max_domains: int) -> tuple[str, object, int]:
+    """ReLU branch and bound (certify.verify.bab) on every open box, the cases of one box together:
+    ("unsat" | "sat" | "unknown" | "timeout", counterexample, domains bounded)."""
+    from certify.verify.bab import SearchSettings, search
+
+    groups: dict = {}
+    for i in range(len(boxes)):
+        groups.setdefault((boxes.lower[i].tobytes(), boxes.upper[i].tobytes()), []).append(i)
+    bounded = 0
+    for members in groups.values():
+        clock.check()
+        goal = PropertyCases(checker, [int(boxes.case[i]) for i in members], boxes.lower[members[0]],
+                             boxes.upper[members[0]])
+        # ends before the clock's deadline by the time of about one batch of bounds
+        deadline = time.monotonic() + max(0.0, clock.remaining() - 0.5 * OVERRUN_SECONDS)
+        settings = SearchSettings(timeout=max(clock.remaining(), 1e-3), max_domains=max(1, max_domains - bounded),
+                                  seed=0)
+        decision = search(goal, checker.bounded.graph, settings, deadline=deadline)
+        bounded += decision.domains
+        if decision.status == "falsified":
+            return "sat", decision.counterexample, bounded
+        if decision.status == "unknown":
+            return ("timeout" if decision.reason.startswith("timeout") else "unknown"), None, bounded
+    return "unsat", None, bounded
+
+
 def _split(boxes: _Boxes) -> tuple[_Boxes, np.ndarray]:
     """Halves of each box along its widest dimension (they share the midpoint, so they cover the
     box exactly), and a mask of the boxes that could not be split (widest width 0 or one float)."""
@@ -620,7 +750,9 @@ def check_property(model: torch.nn.Module, input_shape, prop: Property, timeout:
     2. a PGD attack on the cases left open; 3. bounds by `method` (CROWN when asked) on those;
     4. input branch and bound on the unsettled boxes: split along the widest input dimension, attack
     the halves briefly (one start each, attack_steps // 5 steps), bound them (IBP, CROWN-IBP, then
-    `method`), keep the unsettled ones, batch_size boxes per bound call at most.
+    `method`), keep the unsettled ones, batch_size boxes per bound call at most; or, for more than
+    20 inputs and method "crown", ReLU branch and bound (certify.verify.bab.search) on each open
+    box, with at most 2 max_splits domains bounded in all.
 
     replay: the ONNX file the model came from (a path, or its bytes): with onnxruntime installed, a
     counterexample must also hold when onnxruntime runs it (as VNN-COMP's checker does).
@@ -676,6 +808,14 @@ def check_property(model: torch.nn.Module, input_shape, prop: Property, timeout:
             return verdict("sat", found)
         if "crown" in checker.tiers:
             boxes = boxes.take(~checker.settle(boxes, ("crown",)))
+        crown_seconds = checker.costs.per_box.get("crown")
+        if (len(boxes) and method == "crown" and prop.num_inputs > _INPUT_SPLIT_DIMS and crown_seconds is not None
+                and 4 * crown_seconds < clock.remaining()):
+            # Too many inputs to split the box: ReLU branch and bound with alpha/beta-CROWN bounds
+            # (when CROWN ran on these boxes and a few more of its passes fit in the time left).
+            status, found, bounded = _relu_search(checker, boxes, clock, 2 * max(1, max_splits))
+            splits += bounded // 2
+            return verdict(status, found)
         while len(boxes):
             clock.check()
             count = min(len(boxes), max(1, batch_size // 2), max_splits - splits)

@@ -3,6 +3,22 @@ import pytest
 import torch
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _model_cache(tmp_path_factory):
+    """One demo-model cache for the whole session (and the commands it runs): each recipe trains
+    once however many tests load it (`certify demo` and the demo-model tests share two), and
+    nothing is written to the user's ~/.cache."""
+    import os
+
+    saved = os.environ.get("CERTIFY_CACHE")
+    os.environ["CERTIFY_CACHE"] = str(tmp_path_factory.mktemp("certify-cache"))
+    yield
+    if saved is None:
+        os.environ.pop("CERTIFY_CACHE", None)
+    else:
+        os.environ["CERTIFY_CACHE"] = saved
+
+
 @pytest.fixture
 def files(tmp_path):
     """A small ONNX model and .npz data set (run_files.make_files): the run and CLI tests' inputs."""

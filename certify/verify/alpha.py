@@ -138,9 +138,10 @@ def optimize_intermediate(graph: Graph, input_set: InputSet, boxes: list, *, ite
 
 class AlphaEngine:
     """method="alpha-crown" behind the engines' interface (certify.bounds.BoundedModel): CROWN's
-    intermediate bounds, then the output's bound with slopes optimised per spec row, finished in
-    the sound path; the larger of that and CROWN's own sound bound, so never looser than CROWN.
-    Runs on the differentiable twin (CPU)."""
+    intermediate bounds tightened by alpha-CROWN layer by layer (slopes optimised per neuron bound,
+    optimize_intermediate), then the output's bound with slopes optimised per spec row, each
+    finished in the sound path; the larger of that and CROWN's own sound bound, so never looser
+    than CROWN. Runs on the differentiable twin (CPU)."""
 
     def __init__(self, graph: Graph, iterations: int = 20, lr: float = 0.1, baseline=None):
         """baseline: the engine whose CROWN bound alpha-CROWN must never fall below (the

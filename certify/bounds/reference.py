@@ -496,9 +496,14 @@ def tighten_intermediate(graph: Graph, boxes: list, input_set: InputSet, sound: 
             spec = identity_spec(batch, shape, chunk, dtype=lower.dtype, device=lower.device)
             start, const = pre, None
             layer = graph.nodes[pre].layer
-            if isinstance(layer, (Linear, Conv2d)):
-                # +-e_j back through the affine layer computing node j is exact (a copy of row j
-                # of W, or kernel j on its receptive field, and +-b_j): start one layer down.
+            if isinstance(layer, Linear):
+                # +-e_j back through the affine layer computing node j is exact: rows j of W and
+                # b, negated for the upper bounds (gathered, not multiplied): start one layer down.
+                start = graph.nodes[pre].inputs[0]
+                w, b = layer.weight[chunk], layer.bias[chunk]
+                spec = torch.cat([w, -w]).unsqueeze(0).expand(batch, -1, -1).to(lower.dtype)
+                const = torch.cat([b, -b]).double().unsqueeze(0).expand(batch, -1)
+            elif isinstance(layer, Conv2d):  # the same: kernel j on its receptive field, and +-b_j
                 start = graph.nodes[pre].inputs[0]
                 const = _one_hot_bias(layer, spec, shape).double()
                 spec = _one_hot_through(graph, pre, spec)
@@ -517,21 +522,17 @@ def tighten_intermediate(graph: Graph, boxes: list, input_set: InputSet, sound: 
 
 
 def _one_hot_through(graph: Graph, index: int, spec: torch.Tensor) -> torch.Tensor:
-    """Coefficients of one-hot spec rows on node `index` pulled back through its Linear/Conv2d layer:
-    each output is a single product with 1 or -1, so the float result is exact."""
+    """Coefficients of one-hot spec rows on node `index` pulled back through its Conv2d layer: each
+    output is a single product with 1 or -1, so the float result is exact."""
     node = graph.nodes[index]
     batch, rows = spec.shape[:2]
     src_shape = graph.nodes[node.inputs[0]].shape
-    if isinstance(node.layer, Linear):
-        return spec.reshape(batch, rows, -1) @ node.layer.weight
     flat = spec.reshape(batch * rows, *node.shape)
     return _conv_transpose(node.layer, flat, src_shape).reshape(batch, rows, *src_shape)
 
 
 def _one_hot_bias(layer, spec: torch.Tensor, shape) -> torch.Tensor:
     batch, rows = spec.shape[:2]
-    if isinstance(layer, Linear):
-        return spec.reshape(batch, rows, -1) @ layer.bias
     return (spec.reshape(batch, rows, *shape).sum((-2, -1)) * layer.bias).sum(-1)
 
 

@@ -63,6 +63,7 @@ class SearchSettings:
     input_split_dims: int = 20  # split the input box instead of ReLUs up to this many input dimensions
     refine_steps: int = 10  # targeted PGD steps from each batch's bound minimisers (0: none)
     max_domains: int | None = None  # a budget in domains bounded, beside the time (deterministic: tests, audits)
+    retighten: bool = True  # children re-derive the layers after their split by CROWN (else: clamps only)
 
     def __post_init__(self):
         counts = ("batch", "root_iterations", "attack_steps", "attack_restarts")
@@ -405,6 +406,8 @@ class _Search:
             parents = [parent for parent, _, _ in children]
             # nothing at or before the earliest new split's node changed for any child
             keep = min((d.branch[0] for d in parents if d.branch[0] is not None), default=-1)
+            if not self.settings.retighten and not self.input_split:
+                keep = len(self.graph.nodes)
             proven_c, score_c, picks_c, slopes_c, boxes_c, cands = self.bound(
                 [d.target for d in parents], [splits for _, splits, _ in children], [d.slopes for d in parents],
                 self.settings.iterations, [box for _, _, box in children] if self.input_split else None,

@@ -79,6 +79,9 @@ def milp_part(count: int, timeout: float) -> None:
             truth = robust(model, xs[i], int(labels[i]), float(eps[i]), time_limit=120)
             rows.append((d.status, truth))
             times.append(d.seconds)
+            if d.status == "unknown":
+                print(f"  unknown: network {sizes} (IBP-trained at {ibp_eps}), eps {factor} x CROWN radius, "
+                      f"MILP says {truth}; {d.reason}", flush=True)
         index += 1
     rows = rows[:count]
     wrong = sum((s == "verified" and t == "not robust") or (s == "falsified" and t == "robust") for s, t in rows)

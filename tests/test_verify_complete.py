@@ -234,3 +234,50 @@ def test_an_empty_split_domain_is_proven_by_a_farkas_certificate():
     best = max(float(backward(graph, len(graph.nodes) - 1, spec, boxes, iset, True,
                               split_terms=split_terms(betas, signs))[0, 0]) for betas in choices)
     assert best > 100.0
+
+
+def test_a_leaf_without_splits_is_unknown_not_a_crash():
+    """Review finding: every ReLU stably active on the ball and two equal logits (margin exactly 0,
+    neither provable nor falsifiable); the root is already a fully split domain with no split, and
+    its LP has no constraint rows. The answer is "unknown", and the VNN-LIB form of it too."""
+    from certify.formats.vnnlib import parse_vnnlib
+    from certify.verify.property_check import check_property
+
+    n = 24
+    net = nn.Sequential(nn.Linear(n, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
+    with torch.no_grad():
+        net[0].weight.uniform_(-0.1, 0.1)
+        net[0].bias.fill_(10.0)
+        net[2].weight.copy_(torch.tensor([[1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0]]))
+        net[2].bias.zero_()
+    bounded = certify.BoundedModel(net, (n,))
+    decision = bounded.decide(torch.zeros(1, n), torch.tensor([0]), 0.1, timeout=60,
+                              settings=SearchSettings(max_domains=100))[0]
+    assert decision.status == "unknown" and "fully split" in decision.reason
+    text = "".join(f"(declare-const X_{i} Real)\n(assert (>= X_{i} -0.1))\n(assert (<= X_{i} 0.1))\n" for i in range(n))
+    text += "(declare-const Y_0 Real)\n(declare-const Y_1 Real)\n(assert (>= (- Y_0 Y_1) 0.000000000001))\n"
+    assert check_property(net, (n,), parse_vnnlib(text), timeout=60).status in ("unsat", "unknown")
+
+
+def test_intermediate_alpha_tightens_the_layer_right_after_the_first_relu():
+    """Review finding: the slopes of the ReLU just below a layer (the first one its back-substitution
+    relaxes) must be optimised too; on a two-hidden-layer MLP that is the only one, so the second
+    layer's boxes must come out strictly tighter than CROWN's, and still contain sampled values."""
+    from certify.bounds.reference import InputSet, ibp, tighten_intermediate
+    from certify.verify.alpha import optimize_intermediate
+
+    net = centred_mlp(4, [10, 32, 32, 3])
+    bounded = certify.BoundedModel(net, (10,))
+    graph = bounded.graph
+    x = torch.rand(1, 10) * 2 - 1
+    input_set = InputSet.make(x, torch.tensor([0.3], dtype=torch.float64), "linf")
+    crown = tighten_intermediate(graph, ibp(graph, input_set.box, True), input_set, True)
+    alpha = optimize_intermediate(graph, input_set, crown, iterations=20)
+    second = [i for i, node in enumerate(graph.nodes) if type(node.layer).__name__ == "ReLU"][1]
+    k = graph.nodes[second].inputs[0]
+    width = {name: float((b[k][1] - b[k][0]).sum()) for name, b in (("crown", crown), ("alpha", alpha))}
+    assert width["alpha"] < 0.99 * width["crown"], width
+    points = x + (torch.rand(4000, 10) * 2 - 1) * 0.3
+    with torch.no_grad():
+        values = net[:3](points.double().float())  # the second layer's pre-activations
+    assert (values >= alpha[k][0]).all() and (values <= alpha[k][1]).all()

@@ -39,13 +39,14 @@ def relu_nodes(graph: Graph) -> list[int]:
     return [i for i, node in enumerate(graph.nodes) if isinstance(node.layer, ReLU)]
 
 
-def initial_slopes(graph: Graph, boxes: list, rows: int, below: int | None = None) -> dict:
+def initial_slopes(graph: Graph, boxes: list, rows: int, through: int | None = None) -> dict:
     """CROWN's adaptive choice (1 where u > -l, else 0), one copy per spec row: the starting point,
-    so the first iterate is CROWN's bound and the optimum is never looser. below: only the ReLUs
-    before this node (the ones a back-substitution from it meets)."""
+    so the first iterate is CROWN's bound and the optimum is never looser. through: only the ReLUs
+    up to this node (the ones a back-substitution from it meets: from a ReLU's own output node, that
+    ReLU is relaxed first)."""
     slopes = {}
     for i in relu_nodes(graph):
-        if below is not None and i >= below:
+        if through is not None and i > through:
             continue
         lower, upper = boxes[graph.nodes[i].inputs[0]]
         slope = (upper > -lower).to(torch.float32)
@@ -73,8 +74,8 @@ def optimize(graph: Graph, input_set: InputSet, spec: torch.Tensor, boxes: list,
     batch, rows = spec.shape[:2]
     last = len(graph.nodes) - 1 if start is None else start
     signs = {k: s for k, s in (signs or {}).items() if k < last}
-    first = (initial_slopes(graph, boxes, rows, below=last) if slopes is None
-             else {i: s.detach().clone() for i, s in slopes.items() if i < last})
+    first = (initial_slopes(graph, boxes, rows, through=last) if slopes is None
+             else {i: s.detach().clone() for i, s in slopes.items() if i <= last})
     params = {i: s.requires_grad_() for i, s in first.items()}
     betas = {k: torch.zeros(batch, rows, *s.shape[1:], requires_grad=True) for k, s in signs.items()}
     best = torch.full((batch, rows), -float("inf"))
@@ -127,7 +128,7 @@ def optimize_intermediate(graph: Graph, input_set: InputSet, boxes: list, *, ite
 
     def lower_bounds(start, spec, current, const):
         keep = torch.full(spec.shape[:2], -float("inf"))  # a bound that leaves the boxes as they are
-        if not any(i < start for i in relus) or (deadline is not None and time.monotonic() > deadline):
+        if not any(i <= start for i in relus) or (deadline is not None and time.monotonic() > deadline):
             return keep  # no slope to optimise below this layer (CROWN's box is the same), or no time
         local = {k: s for k, s in signs.items() if k < start}
         return optimize(graph, input_set, spec, current, signs=local, iterations=iterations, lr=lr,

@@ -70,13 +70,14 @@ def leaf_multipliers(graph: Graph, boxes: list, box: tuple, spec: torch.Tensor, 
             rows_a.append(-sign * g[r])
             rows_b.append(sign * h[r])
             where.append((k, flat))
-    a_ub, b_ub = np.array(rows_a).reshape(len(rows_a), -1), np.array(rows_b)
+    # no split at all (every ReLU stable on the whole set, or none): the LP is the box alone
+    a_ub = np.array(rows_a).reshape(len(rows_a), -1) if where else None
+    b_ub = np.array(rows_b) if where else None
     count = spec.shape[1]
     duals = np.zeros((count, len(where)))
     points: list = [None] * count
     for r in range(count):
-        result = linprog(objective[r], A_ub=a_ub if len(where) else None, b_ub=b_ub if len(where) else None,
-                         bounds=bounds, method="highs")
+        result = linprog(objective[r], A_ub=a_ub, b_ub=b_ub, bounds=bounds, method="highs")
         if result.status == 0:
             duals[r] = -np.asarray(result.ineqlin.marginals) if len(where) else 0.0
             points[r] = torch.from_numpy(np.asarray(result.x)).float().reshape(box[0].shape[1:])

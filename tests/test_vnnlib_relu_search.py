@@ -40,18 +40,19 @@ def robustness_text(x: torch.Tensor, eps: float, label: int, classes: int) -> st
     return declarations(len(x64), classes) + box_text(x64 - eps, x64 + eps) + f"(assert (or {others}))\n"
 
 
-def crown_radius(net, xs, labels):
-    bounded = certify.BoundedModel(net, (INPUTS,))
-    return bounded.radius(xs, labels, method="crown", tol=1e-4).clamp(min=1e-3)
-
-
-def test_robustness_properties_agree_with_the_milp():
+def robustness_instances():
+    """A centred MLP on 24 inputs, 4 inputs, their labels and CROWN-certified radii."""
     net = centred_mlp(1, [INPUTS, 16, 16, 3])
     torch.manual_seed(11)
     xs = torch.rand(4, INPUTS) * 2 - 1
     with torch.no_grad():
         labels = net(xs).argmax(1)
-    radius = crown_radius(net, xs, labels)
+    radius = certify.BoundedModel(net, (INPUTS,)).radius(xs, labels, method="crown", tol=1e-4).clamp(min=1e-3)
+    return net, xs, labels, radius
+
+
+def test_robustness_properties_agree_with_the_milp():
+    net, xs, labels, radius = robustness_instances()
     statuses, searched = [], 0
     for factor in (1.15, 2.5):
         for i in range(len(xs)):
@@ -78,12 +79,7 @@ def test_robustness_properties_agree_with_the_milp():
 def test_the_relu_search_is_what_decides_them(monkeypatch):
     """The same kind of property, the search switched off: the checker's input splitting alone
     leaves it open within the same split budget (so the test above measures the ReLU search)."""
-    net = centred_mlp(1, [INPUTS, 16, 16, 3])
-    torch.manual_seed(11)
-    xs = torch.rand(4, INPUTS) * 2 - 1
-    with torch.no_grad():
-        labels = net(xs).argmax(1)
-    radius = crown_radius(net, xs, labels)
+    net, xs, labels, radius = robustness_instances()
     texts = [robustness_text(xs[i], float(radius[i]) * 1.15, int(labels[i]), 3) for i in range(len(xs))]
     with_search = [check_property(net, (INPUTS,), parse_vnnlib(t), timeout=60, max_splits=300).status for t in texts]
     monkeypatch.setattr(property_check, "_INPUT_SPLIT_DIMS", 10**9)

@@ -72,6 +72,26 @@ def test_the_audit_replays_every_counterexample(decided):
         assert not checks["counterexamples"][0] and message in checks["counterexamples"][1]
 
 
+def test_the_audit_replays_the_search_on_its_domain_budget_not_the_clock(decided):
+    """Review finding: the audit re-ran complete mode on the clock, so an honest row decided within
+    the time on one machine ("unknown" on a loaded one, or the reverse) failed the audit elsewhere.
+    The replay now runs on the row's domain budget: a row that ran out of time ("unknown") is no
+    disagreement whatever the replay decides, and a row claiming "verified" must be verified again
+    within its domains."""
+    cert, folder = decided
+    index = next(i for i, r in enumerate(cert["results"]) if r["status"] == "falsified" and r["correct"])
+    timed_out = copy.deepcopy(cert)
+    row = timed_out["results"][index]
+    row.pop("counterexample")
+    row.update(status="unknown", domains=1)
+    checks = {n: (ok, d) for n, ok, d in audit_certificate(timed_out, folder / "certificate.json", len(cert["results"]))}
+    assert checks["audit"][0], checks["audit"]
+    forged = copy.deepcopy(timed_out)
+    forged["results"][index].update(status="verified", verified=True, radius=0.1, domains=cert["results"][index]["domains"])
+    checks = {n: (ok, d) for n, ok, d in audit_certificate(forged, folder / "certificate.json", len(cert["results"]))}
+    assert not checks["audit"][0] and "status" in checks["audit"][1], checks["audit"]
+
+
 def _input_of(folder, index):
     import json
 

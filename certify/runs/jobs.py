@@ -22,6 +22,9 @@ from certify.formats.data_files import Dataset
 __all__ = ["SmoothingJob", "BoundsJob", "NOISES", "contiguous_runs", "num_classes_of"]
 
 NOISES = {"gaussian": certify.Gaussian, "laplace": certify.Laplace, "uniform": certify.Uniform}
+# An audit's replay of a complete-mode row runs on the row's domain budget, with this many times
+# the run's time per input as a backstop (an auditor's machine may be much slower).
+REPLAY_SECONDS_FACTOR = 20
 
 
 def contiguous_runs(indices: list[int]) -> list[list[int]]:
@@ -113,14 +116,19 @@ class BoundsJob:
         self.chunk = {"crown": 32, "alpha-crown": 16, "bab": 1}.get(method["method"], 128)
         self._module64 = None
 
-    def certify(self, indices: list[int], progress=None) -> list[dict]:
+    def certify(self, indices: list[int], progress=None, domain_budget: int | None = None) -> list[dict]:
         """Rows for `indices`, each input bounded, attacked and run through the model alone: a
         float32 forward pass or a GEMM in the engine can round differently for a batch of another
         size or composition, and a row must not depend on its neighbours (an audit re-certifies one
-        input and must get the run's row)."""
-        return [row for i in indices for row in self._certify_alone(i)]
+        input and must get the run's row).
 
-    def _certify_alone(self, index: int) -> list[dict]:
+        domain_budget (complete mode, audits): replay the search with this many domains as its
+        budget instead of the clock (REPLAY_SECONDS_FACTOR x timeout_per_input at most): the search
+        is deterministic given its budget, so a row decided within its `domains` is decided again
+        on a faster or slower machine."""
+        return [row for i in indices for row in self._certify_alone(i, domain_budget)]
+
+    def _certify_alone(self, index: int, domain_budget: int | None = None) -> list[dict]:
         indices = [index]
         m = self.method
         domain = tuple(m["domain"]) if m["domain"] is not None else None
@@ -130,8 +138,15 @@ class BoundsJob:
             prediction = self.module(x).argmax(dim=1)
         decision = None
         if m["method"] == "bab":  # complete mode: three-valued, the decision is not one margin bound
-            decision = self.bounded.decide(x, labels, m["eps"], m["norm"], domain=domain,
-                                           timeout=m["timeout_per_input"])[0]
+            if domain_budget is None:
+                decision = self.bounded.decide(x, labels, m["eps"], m["norm"], domain=domain,
+                                               timeout=m["timeout_per_input"])[0]
+            else:
+                from certify.verify import SearchSettings
+
+                decision = self.bounded.decide(x, labels, m["eps"], m["norm"], domain=domain,
+                                               timeout=REPLAY_SECONDS_FACTOR * m["timeout_per_input"],
+                                               settings=SearchSettings(max_domains=domain_budget))[0]
             verified = torch.tensor([decision.status == "verified"])
             radius = [m["eps"] if decision.status == "verified" else 0.0]
             margin = None

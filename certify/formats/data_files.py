@@ -78,11 +78,16 @@ def load_data(spec, labels=None) -> Dataset:
     return Dataset(_inputs(x, path), _labels(y, len(x), path), str(spec), sha256_file(*files))
 
 
-def save_npz(path: Path, x: torch.Tensor, y: torch.Tensor) -> None:
-    """Inputs and labels as an .npz that load_data reads back, written atomically."""
+def save_npz(path: Path, x, y) -> None:
+    """Inputs (float32) and labels (int64) as an .npz that load_data reads back, written atomically.
+    x, y: torch tensors or NumPy arrays."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, x=x.numpy().astype(np.float32), y=y.numpy().astype(np.int64))
+
+    def array(t):
+        return t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
+
+    np.savez(tmp, x=array(x).astype(np.float32), y=array(y).astype(np.int64))
     tmp.replace(path)
 
 

@@ -286,6 +286,9 @@ def bounds(model_path, arch, trust_code, data_spec, labels, limit, out, resume, 
                             {"name": "pgd", "eps": eps, "steps": attack_steps, "restarts": attack_restarts, "seed": 0}
                             if attack and not radius_mode else None, inference=inference,
                             timeout_per_input=timeout_per_input if method == "bab" else None)
+    from certify import certificate
+
+    certificate.check_method(method_)  # a refusal before the progress header (make_job checks again)
     _announce(quiet, inputs, f"bounds: {method} over {norm} " + (f"eps={eps}" if eps else f"radius up to {max_eps}")
               + f", {inference} inference")
     cert = run.execute(out, inputs, method_, resume=resume, quiet=quiet, sign_key=sign_key,

@@ -148,3 +148,13 @@ def test_the_command_line_runs_complete_mode_and_alpha_crown(tmp_path):
     crown = certificate.load(tmp_path / "crown" / "certificate.json")
     alpha = certificate.load(tmp_path / "alpha-crown" / "certificate.json")
     assert all(a["margin"] >= c["margin"] for a, c in zip(alpha["results"], crown["results"]))
+
+
+def test_a_refused_method_prints_no_progress_header(files, tmp_path):
+    """New-user finding: `--radius --method bab` printed "bounds: bab over linf radius up to ..."
+    before its refusal."""
+    model, data = files
+    done = run_cli("bounds", "--model", model, "--data", data, "--radius", "--method", "bab", "--out", tmp_path / "r",
+                   cwd=tmp_path)
+    assert done.returncode == 2 and "decides the verify procedure" in done.stderr
+    assert "bounds: bab" not in done.stdout + done.stderr and not (tmp_path / "r").exists()

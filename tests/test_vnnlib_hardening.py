@@ -362,3 +362,11 @@ def test_the_vnnlib_clock_starts_with_the_process():
     age = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                                cwd="/").stdout)
     assert 1.0 <= age < 60, age
+
+
+def test_an_error_names_an_atom_once():
+    """New-user finding: "undeclared variable Y_3: Y_3" repeated the atom the message names."""
+    text = declarations(1, 1) + box([(0, 1)]) + "(assert (>= Y_3 0))\n"
+    with pytest.raises(ValueError) as error:
+        parse_vnnlib(text)
+    assert "undeclared variable Y_3" in str(error.value) and str(error.value).count("Y_3") == 1

@@ -207,8 +207,9 @@ class _Expr:
 
 
 def _error(where: _Expr | int, message: str) -> ValueError:
-    if isinstance(where, _Expr):
-        return ValueError(f"line {where.line}: {message}: {where.text}")
+    if isinstance(where, _Expr):  # the text once: an atom the message already names is not repeated
+        suffix = "" if message.endswith(where.text) else f": {where.text}"
+        return ValueError(f"line {where.line}: {message}{suffix}")
     return ValueError(f"line {where}: {message}")
 
 

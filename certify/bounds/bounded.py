@@ -242,11 +242,8 @@ class BoundedModel:
             box = (to_f32_down(lo), to_f32_up(hi))
         else:
             box = (lo.float(), hi.float())
-        centre = (0.5 * box[0].double() + 0.5 * box[1].double()).float()
-        # The engines concretise l_inf sets over `box`; centre and eps only describe it.
-        eps = to_f32_up(((box[1].double() - centre.double()).abs().maximum(
-            (centre.double() - box[0].double()).abs())).flatten(1).amax(1))
-        input_set = InputSet("linf", centre, eps, box)
+        input_set = InputSet.of_box(*box)
+        centre = input_set.centre
         return self._engine_for(centre, method).compute_bounds(input_set, self._method(method), sound,
                                                        spec=spec.float().to(centre.device))
 

@@ -102,6 +102,16 @@ class InputSet:
             upper = upper.clamp(max=float(hi))
         return InputSet(norm, centre32, eps32, (lower, upper))
 
+    @staticmethod
+    def of_box(lower: torch.Tensor, upper: torch.Tensor) -> "InputSet":
+        """The l_inf set that is the float32 box [lower, upper] (B, *shape), as given (round it
+        outward first). The engines concretise l_inf sets over the box; its midpoint and the radius
+        around it, rounded up, only describe it."""
+        centre = (0.5 * lower.double() + 0.5 * upper.double()).float()
+        eps = to_f32_up(torch.maximum(upper.double() - centre.double(), centre.double() - lower.double())
+                        .flatten(1).amax(1))
+        return InputSet("linf", centre, eps, (lower, upper))
+
 
 # ============================================================================ IBP
 def _centre_radius(lower, upper, sound):

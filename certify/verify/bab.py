@@ -42,7 +42,7 @@ import torch
 
 from certify.attack import descend, inner_box
 from certify.bounds.graph import Graph
-from certify.bounds.reference import InputSet, backward, ibp, margin_spec, tighten_intermediate, to_f32_up
+from certify.bounds.reference import InputSet, backward, ibp, margin_spec, tighten_intermediate
 from certify.verify import branching, leaf
 from certify.verify.alpha import optimize, optimize_intermediate, relu_nodes, split_terms
 
@@ -228,19 +228,9 @@ class _Search:
             root = self.input_set
             iset = InputSet(self.norm, root.centre.expand(count, *root.centre.shape[1:]), root.eps.expand(count),
                             tuple(b.expand(count, *b.shape[1:]) for b in root.box))
-        else:  # l_inf only: the engines concretise over `box`; centre and eps merely describe it
-            lower, upper = (torch.cat(parts) for parts in zip(*sub_boxes))
-            centre = 0.5 * lower + 0.5 * upper
-            eps = to_f32_up(torch.maximum(upper.double() - centre.double(), centre.double() - lower.double())
-                            .flatten(1).amax(1))
-            iset = InputSet("linf", centre, eps, (lower, upper))
-        signs = {}
-        for d, domain_splits in enumerate(splits):
-            for k, flat, sign in domain_splits:
-                if k not in signs:
-                    signs[k] = torch.zeros(count, self.graph.nodes[k].size)
-                signs[k][d, flat] = sign
-        signs = {k: s.reshape(count, *self.graph.nodes[k].shape) for k, s in signs.items()}
+        else:  # l_inf only (input splitting)
+            iset = InputSet.of_box(*(torch.cat(parts) for parts in zip(*sub_boxes)))
+        signs = self.split_signs(splits)
 
         def clamp(k, box):
             if k not in signs:
@@ -321,11 +311,8 @@ class _Search:
         found = [p for p in points if p is not None]
         if found and (counterexample := self.goal.confirm(torch.stack(found))) is not None:
             return False, counterexample
-        signs = {}
-        for k, flat, sign in d.splits:
-            signs.setdefault(k, torch.zeros(1, self.graph.nodes[k].size))[0, flat] = sign
-        signs = {k: v.reshape(1, *self.graph.nodes[k].shape) for k, v in signs.items()}
-        iset = InputSet("linf", 0.5 * box[0] + 0.5 * box[1], self.input_set.eps[:1], box)
+        signs = self.split_signs([d.splits])
+        iset = InputSet.of_box(*box)
         for betas in choices:
             with torch.no_grad():
                 lower = backward(self.graph, len(self.graph.nodes) - 1, spec, d.boxes, iset, True,
@@ -334,6 +321,17 @@ class _Search:
             if bool(self.goal.proven([d.target], lower)[0]):
                 return True, None
         return False, None
+
+    def split_signs(self, splits: list[tuple]) -> dict:
+        """The split decisions of len(splits) domains as {ReLU input node k: (D, *shape) in
+        {-1, 0, +1}} (+1: z >= 0, -1: z <= 0, 0: not split)."""
+        signs: dict = {}
+        for d, domain_splits in enumerate(splits):
+            for k, flat, sign in domain_splits:
+                if k not in signs:
+                    signs[k] = torch.zeros(len(splits), self.graph.nodes[k].size)
+                signs[k][d, flat] = sign
+        return {k: s.reshape(len(splits), *self.graph.nodes[k].shape) for k, s in signs.items()}
 
     def minimiser(self, lam: torch.Tensor, iset: InputSet) -> torch.Tensor:
         if self.norm == "linf":

@@ -616,11 +616,8 @@ class PropertyCases:
             spec[t, :len(p.spec)] = p.spec
         self.spec = torch.from_numpy(spec)
         lo64, hi64 = torch.from_numpy(lower).view(1, *shape), torch.from_numpy(upper).view(1, *shape)
-        box = (_reference.to_f32_down(lo64), _reference.to_f32_up(hi64))  # as spec_bounds encloses a box
-        centre = (0.5 * box[0].double() + 0.5 * box[1].double()).float()
-        eps = _reference.to_f32_up(torch.maximum(box[1].double() - centre.double(), centre.double() - box[0].double())
-                                   .flatten(1).amax(1))
-        self.input_set = _reference.InputSet("linf", centre, eps, box)
+        # enclosed outward, as spec_bounds encloses a box
+        self.input_set = _reference.InputSet.of_box(_reference.to_f32_down(lo64), _reference.to_f32_up(hi64))
         inner = self.prepared[0].inner  # the cases share the box, so its float32 points
         self.inside = None
         if inner is not None:  # as _attack_batch clips: float32 points of the case's exact box

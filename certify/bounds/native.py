@@ -11,6 +11,11 @@ from certify.bounds.reference import InputSet, identity_spec
 __all__ = ["NativeEngine"]
 
 METHOD_CODES = {"ibp": 0, "crown-ibp": 1, "crown": 2}
+# The form of CROWN's coefficient rows on convolutional maps (engine.cpp, struct Rows): "auto"
+# applies the engine's cost rule (windows of a neuron's receptive field where they cover at most
+# half of the map); "dense" and "windowed" force one form, for tests and benchmarks. Every form
+# gives the same bounds up to float rounding, each sound.
+ROWS_FORMS = {"auto": 0, "dense": 1, "windowed": 2}
 NORM_CODES = {"linf": 0, "l2": 1}
 
 
@@ -21,8 +26,11 @@ def _np(t: torch.Tensor):
 class NativeEngine:
     """Holds the graph in C++ once; each call runs one query there with the GIL released."""
 
-    def __init__(self, graph: Graph):
+    def __init__(self, graph: Graph, rows_form: str = "auto"):
+        if rows_form not in ROWS_FORMS:
+            raise ValueError(f"rows_form must be one of {sorted(ROWS_FORMS)}, not {rows_form!r}")
         self.graph = graph
+        self.rows_form = rows_form
         net = core.BoundNetwork()
         for node in graph.nodes:
             layer = node.layer
@@ -45,6 +53,8 @@ class NativeEngine:
                 net.add_add(node.inputs[0], node.inputs[1])
             else:  # pragma: no cover - graph.py produces only the layers above
                 raise TypeError(f"the native engine has no rule for {type(layer).__name__}")
+            if len(node.shape) == 3:
+                net.set_node_map(net.num_layers - 1, *node.shape)
         self.net = net
 
     @staticmethod
@@ -61,7 +71,7 @@ class NativeEngine:
         out = self.net.compute(
             _np(input_set.centre.reshape(batch, -1)), _np(input_set.eps), _np(input_set.box[0].reshape(batch, -1)),
             _np(input_set.box[1].reshape(batch, -1)), NORM_CODES[input_set.norm], METHOD_CODES[method], sound,
-            _np(spec.reshape(batch, spec.shape[1], -1)),
+            _np(spec.reshape(batch, spec.shape[1], -1)), ROWS_FORMS[self.rows_form],
         )
         return torch.from_numpy(out)
 

@@ -63,20 +63,25 @@ class PyNetwork {
     if (weight.shape(0) != s.c_out || weight.shape(1) * groups != s.c_in || bias.size() != s.c_out ||
         s.c_in * s.h_in * s.w_in != size_of(src))
       throw std::invalid_argument("conv: shapes do not match");
+    Layer& in = net_.layers[src];
+    if (in.map_h == 0) set_map(in, s.c_in, s.h_in, s.w_in);
+    if (in.map_c != s.c_in || in.map_h != s.h_in || in.map_w != s.w_in)
+      throw std::invalid_argument("conv: the input's map differs from the convolution's input shape");
     Layer L{LayerKind::kConv2d, {check(src)}, s.c_out * s.h_out * s.w_out};
     L.conv = s;
+    set_map(L, s.c_out, s.h_out, s.w_out);
     set_weights(L, weight, bias, s.c_out);
     return add(std::move(L));
   }
 
-  int add_relu(int src) { return add(Layer{LayerKind::kReLU, {check(src)}, size_of(src)}); }
+  int add_relu(int src) { return add(elementwise(LayerKind::kReLU, src)); }
   int add_reshape(int src) { return add(Layer{LayerKind::kReshape, {check(src)}, size_of(src)}); }
 
   int add_affine(int src, const FArray& s_lo, const FArray& s_hi, const FArray& t_lo, const FArray& t_hi) {
     const int64_t size = size_of(check(src));
     for (const FArray* a : {&s_lo, &s_hi, &t_lo, &t_hi})
       if (a->size() != size) throw std::invalid_argument("affine: coefficients must have the layer's size");
-    Layer L{LayerKind::kAffine, {src}, size};
+    Layer L = elementwise(LayerKind::kAffine, src);
     L.s_lo = to_vector(s_lo);
     L.s_hi = to_vector(s_hi);
     L.t_lo = to_vector(t_lo);
@@ -86,11 +91,13 @@ class PyNetwork {
 
   int add_add(int a, int b) {
     if (size_of(check(a)) != size_of(check(b))) throw std::invalid_argument("add: sizes differ");
-    return add(Layer{LayerKind::kAdd, {a, b}, size_of(a)});
+    Layer L = elementwise(LayerKind::kAdd, a);
+    L.inputs.push_back(b);
+    return add(std::move(L));
   }
 
   py::array_t<float> compute(const FArray& centre, const FArray& eps, const FArray& box_lower, const FArray& box_upper,
-                             int norm, int method, bool sound, const FArray& spec) {
+                             int norm, int method, bool sound, const FArray& spec, int rows_form) {
     if (net_.layers.size() < 2) throw std::invalid_argument("the network has no layers");
     const int64_t batch = centre.shape(0), n_in = net_.layers[0].size, n_out = net_.layers.back().size;
     if (centre.size() != batch * n_in || box_lower.size() != batch * n_in || box_upper.size() != batch * n_in ||
@@ -98,7 +105,8 @@ class PyNetwork {
       throw std::invalid_argument("compute: input shapes do not match the network");
     if (spec.ndim() != 3 || spec.shape(0) != batch || spec.shape(2) != n_out)
       throw std::invalid_argument("compute: spec must have shape (batch, rows, outputs)");
-    if (norm < 0 || norm > 1 || method < 0 || method > 2) throw std::invalid_argument("compute: bad norm or method");
+    if (norm < 0 || norm > 1 || method < 0 || method > 2 || rows_form < 0 || rows_form > 2)
+      throw std::invalid_argument("compute: bad norm, method or rows form");
     Query q;
     q.batch = batch;
     q.norm = static_cast<Norm>(norm);
@@ -110,6 +118,7 @@ class PyNetwork {
     q.sound = sound;
     q.spec = spec.data();
     q.rows = spec.shape(1);
+    q.rows_form = static_cast<RowForm>(rows_form);
     std::vector<float> result;
     {
       py::gil_scoped_release release;
@@ -140,6 +149,15 @@ class PyNetwork {
     return py::make_tuple(lower, upper);
   }
 
+  // Declares node `index`'s (C, H, W) map (from the traced graph's shapes), before any layer reads it.
+  void set_node_map(int index, int64_t c, int64_t h, int64_t w) {
+    Layer& L = net_.layers[check(index)];
+    if (c <= 0 || h <= 0 || w <= 0 || c * h * w != L.size) throw std::invalid_argument("set_node_map: bad map shape");
+    if (index != static_cast<int>(net_.layers.size()) - 1)
+      throw std::invalid_argument("set_node_map: only the last added node's map can be set");
+    set_map(L, c, h, w);
+  }
+
   int64_t num_layers() const { return static_cast<int64_t>(net_.layers.size()); }
 
  private:
@@ -151,6 +169,20 @@ class PyNetwork {
   int add(Layer&& L) {
     net_.layers.push_back(std::move(L));
     return static_cast<int>(net_.layers.size()) - 1;
+  }
+  static void set_map(Layer& L, int64_t c, int64_t h, int64_t w) {
+    L.map_c = c;
+    L.map_h = h;
+    L.map_w = w;
+  }
+  // A layer that keeps its input's shape (and map).
+  Layer elementwise(LayerKind kind, int src) const {
+    const Layer& in = net_.layers[check(src)];
+    Layer L{kind, {src}, in.size};
+    L.map_c = in.map_c;
+    L.map_h = in.map_h;
+    L.map_w = in.map_w;
+    return L;
   }
   static void set_weights(Layer& L, const FArray& weight, const FArray& bias, int64_t rows) {
     L.weight = to_vector(weight);
@@ -186,7 +218,9 @@ void bind(py::module_& m) {
       .def("add_affine", &PyNetwork::add_affine)
       .def("add_add", &PyNetwork::add_add)
       .def("compute", &PyNetwork::compute, py::arg("centre"), py::arg("eps"), py::arg("box_lower"),
-           py::arg("box_upper"), py::arg("norm"), py::arg("method"), py::arg("sound"), py::arg("spec"))
+           py::arg("box_upper"), py::arg("norm"), py::arg("method"), py::arg("sound"), py::arg("spec"),
+           py::arg("rows_form") = 0)
+      .def("set_node_map", &PyNetwork::set_node_map)
       .def("ibp_output_box", &PyNetwork::ibp_output_box, py::arg("box_lower"), py::arg("box_upper"), py::arg("sound"))
       .def_property_readonly("num_layers", &PyNetwork::num_layers);
 }

@@ -30,6 +30,10 @@ struct Layer {
   std::vector<float> weight, abs_weight, bias, row_l1;
   int64_t in = 0, out = 0;
   ConvShape conv;
+  // The node's (C, H, W) map where it has one (convolutional layers, their inputs and the
+  // element-wise layers on them); map_h == 0 for flat values. Rows of coefficients on a node with a
+  // map may be windowed (engine.cpp, struct Rows).
+  int64_t map_c = 0, map_h = 0, map_w = 0;
   // Affine: y = s x + t with the reals s in [s_lo, s_hi], t in [t_lo, t_hi], each of `size`.
   std::vector<float> s_lo, s_hi, t_lo, t_hi;
 };
@@ -40,6 +44,9 @@ struct Network {
 
 enum class Method { kIBP = 0, kCrownIBP = 1, kCrown = 2 };
 enum class Norm { kLinf = 0, kL2 = 1 };
+// The form of the coefficient rows on convolutional maps: the cost rule (kAuto), always dense, or
+// windowed wherever a map allows (kWindowed: for tests, which then reach every edge case).
+enum class RowForm { kAuto = 0, kDense = 1, kWindowed = 2 };
 
 struct Query {
   int64_t batch = 0;
@@ -53,6 +60,7 @@ struct Query {
   // spec rows: (B, rows, n_out); lower bounds of spec . f(x) are returned, (B, rows).
   const float* spec = nullptr;
   int64_t rows = 0;
+  RowForm rows_form = RowForm::kAuto;
 };
 
 // Lower bounds of spec . f(x) over the query's input set, (B, rows), float32.

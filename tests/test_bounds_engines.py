@@ -6,6 +6,7 @@ from bound_models import MODELS, build
 from torch import nn
 
 import certify
+from certify.bounds.native import NativeEngine
 
 
 def agree(a, b, rel=1e-5):
@@ -91,3 +92,68 @@ def test_many_rows_are_processed_in_chunks():
 def test_engine_argument_is_checked():
     with pytest.raises(ValueError, match="engine"):
         certify.BoundedModel(nn.Linear(2, 2).eval(), (2,), engine="gpu")
+
+
+# ------------------------------------------------------------------ windowed ("patches") rows
+# The C++ engine back-substitutes the rows of convolutional neurons as windows of their receptive
+# fields where its cost rule says so (rows_form "auto"); "dense" and "windowed" force one form.
+ROW_FORMS = ["dense", "windowed", "auto"]
+
+
+def native_rows(model, shape, form):
+    bounded = certify.BoundedModel(model, shape, engine="native")
+    bounded._engine.rows_form = form
+    return bounded
+
+
+@pytest.mark.parametrize("form", ROW_FORMS)
+@pytest.mark.parametrize("spec", CONVS, ids=lambda s: "c{}-{}k{}s{}p{}d{}g{}n{}".format(*s))
+def test_conv_sweep_row_forms_match_twin(spec, form):
+    model, shape = conv_net(*spec)
+    native = native_rows(model, shape, form)
+    twin = certify.BoundedModel(model, shape, engine="torch")
+    x = torch.rand(3, *shape)
+    for method in ("crown-ibp", "crown"):
+        for sound in (False, True):
+            a = native.bounds(x, 0.05, method=method, sound=sound)
+            b = twin.bounds(x, 0.05, method=method, sound=sound)
+            assert agree(a.lower, b.lower) and agree(a.upper, b.upper), (method, sound)
+
+
+@pytest.mark.parametrize("form", ["dense", "windowed"])
+@pytest.mark.parametrize("name", ["cnn", "batchnorm_pool", "residual"])
+def test_zoo_row_forms_match_twin(name, form):
+    """Strided, dilated and grouped convolutions, batch norm and average pooling between them, and
+    a residual block whose two paths meet with rows of different windows."""
+    model, shape = build(name, seed=4)
+    native = native_rows(model, shape, form)
+    twin = certify.BoundedModel(model, shape, engine="torch")
+    x = torch.rand(3, *shape)
+    for norm, domain in (("linf", None), ("linf", (0.0, 1.0)), ("l2", None)):
+        for sound in (False, True):
+            a = native.bounds(x, 0.1, norm=norm, method="crown", domain=domain, sound=sound)
+            b = twin.bounds(x, 0.1, norm=norm, method="crown", domain=domain, sound=sound)
+            assert agree(a.lower, b.lower) and agree(a.upper, b.upper), (norm, domain, sound)
+
+
+def test_windowed_rows_on_large_maps_and_many_chunks():
+    """Maps large enough that the cost rule picks windows, and more unstable neurons than one chunk
+    of windowed rows: the same bounds as dense rows and as the twin."""
+    torch.manual_seed(6)
+    model = nn.Sequential(nn.Conv2d(2, 12, 3, padding=1), nn.ReLU(), nn.Conv2d(12, 8, 4, stride=2, padding=1), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(8 * 10 * 10, 6), nn.ReLU(), nn.Linear(6, 3)).eval()
+    shape = (2, 20, 20)
+    x = torch.rand(2, *shape)
+    twin = certify.BoundedModel(model, shape, engine="torch").bounds(x, 0.3, method="crown")
+    dense = native_rows(model, shape, "dense").bounds(x, 0.3, method="crown")
+    auto = native_rows(model, shape, "auto").bounds(x, 0.3, method="crown")
+    graph = certify.BoundedModel(model, shape).graph  # 12 * 20 * 20 = 4800 neurons per input in layer 1
+    assert graph.nodes[1].size * len(x) > 4096
+    for b in (dense, auto):
+        assert agree(b.lower, twin.lower, 1e-4) and agree(b.upper, twin.upper, 1e-4)
+    assert agree(auto.lower, dense.lower) and agree(auto.upper, dense.upper)
+
+
+def test_rows_form_is_checked():
+    with pytest.raises(ValueError, match="rows_form"):
+        NativeEngine(certify.BoundedModel(nn.Sequential(nn.Linear(2, 2)).eval(), (2,)).graph, rows_form="patch")

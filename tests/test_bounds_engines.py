@@ -157,3 +157,91 @@ def test_windowed_rows_on_large_maps_and_many_chunks():
 def test_rows_form_is_checked():
     with pytest.raises(ValueError, match="rows_form"):
         NativeEngine(certify.BoundedModel(nn.Sequential(nn.Linear(2, 2)).eval(), (2,)).graph, rows_form="patch")
+
+
+# ------------------------------------------------------------------ batched subproblems
+def random_splits(graph, boxes, seed):
+    """Random ReLU split decisions on the unstable neurons of `boxes` (about one in six, each
+    domain its own): {ReLU input node: (count, *shape) of -1/0/+1}."""
+    from certify.bounds.graph import ReLU
+
+    generator = torch.Generator().manual_seed(seed)
+    signs = {}
+    for node in graph.nodes:
+        if isinstance(node.layer, ReLU):
+            k = node.inputs[0]
+            lower, upper = boxes[k]
+            pick = torch.randint(0, 12, lower.shape, generator=generator)
+            unstable = (lower < 0) & (upper > 0)
+            signs[k] = torch.where(unstable & (pick == 0), 1, torch.where(unstable & (pick == 1), -1, 0)).float()
+    return signs
+
+
+def twin_tighten(graph, input_set, signs, boxes=None, keep_through=-1):
+    from certify.bounds import reference
+
+    def clamp(k, box):
+        if k not in signs:
+            return box
+        lower, upper = box
+        return (torch.where(signs[k] > 0, lower.clamp(min=0), lower), torch.where(signs[k] < 0, upper.clamp(max=0), upper))
+
+    if boxes is None:
+        boxes = reference.ibp(graph, input_set.box, True)
+    return reference.tighten_intermediate(graph, list(boxes), input_set, True, clamp, keep_through)
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "residual", "batchnorm_pool"])
+def test_batched_subproblems_match_the_twin(name):
+    """Many domains (each its own split set) in one call: the same node boxes as the twin's CROWN
+    with the splits clamped in, fresh and starting from given (parent) boxes after keep_through."""
+    from certify.bounds.reference import InputSet
+
+    model, shape = build(name, seed=7)
+    engine = NativeEngine(certify.BoundedModel(model, shape).graph)
+    graph = engine.graph
+    x = torch.rand(1, *shape).expand(6, *shape)
+    input_set = InputSet.make(x, torch.full((6,), 0.1, dtype=torch.float64), "linf", (0.0, 1.0))
+    signs = random_splits(graph, engine.tighten(input_set), seed=1)
+    native = engine.tighten(input_set, signs=signs)
+    twin = twin_tighten(graph, input_set, signs)
+    empty = torch.zeros(6, dtype=torch.bool)
+    for lo, hi in twin:
+        empty |= (lo > hi).flatten(1).any(1)
+    assert not bool(empty.all())
+    for (a_lo, a_hi), (b_lo, b_hi) in zip(native, twin):
+        keep = ~empty  # a contradictory split set may leave any (vacuous) boxes
+        assert agree(a_lo[keep], b_lo[keep], 1e-4) and agree(a_hi[keep], b_hi[keep], 1e-4)
+    for k, s in signs.items():  # the constraints are in the boxes
+        assert bool((native[k][0][s > 0] >= 0).all()) and bool((native[k][1][s < 0] <= 0).all())
+    # a child: its parent's boxes, one more split at the last ReLU input, re-derived after it only
+    last = max(signs)
+    child = {k: s.clone() for k, s in signs.items()}
+    child[last].view(6, -1)[:, 0] = 1.0
+    from_parent = engine.tighten(input_set, boxes=native, signs=child, keep_through=last)
+    twin_child = twin_tighten(graph, input_set, child, boxes=[(lo.clone(), hi.clone()) for lo, hi in twin],
+                              keep_through=last)
+    for (a_lo, a_hi), (b_lo, b_hi) in zip(from_parent, twin_child):
+        assert agree(a_lo[~empty], b_lo[~empty], 1e-4) and agree(a_hi[~empty], b_hi[~empty], 1e-4)
+    for (p_lo, p_hi), (c_lo, c_hi) in zip(native, from_parent):  # never looser than the parent's
+        assert bool((c_lo >= p_lo).all()) and bool((c_hi <= p_hi).all())
+
+
+def test_batched_subproblems_past_the_deadline_keep_ibp_boxes():
+    from certify.bounds.reference import InputSet, ibp
+
+    model, shape = build("cnn", seed=2)
+    engine = NativeEngine(certify.BoundedModel(model, shape).graph)
+    x = torch.rand(3, *shape)
+    input_set = InputSet.make(x, torch.full((3,), 0.2, dtype=torch.float64), "linf")
+    late = engine.tighten(input_set, seconds=0.0)  # no CROWN row: IBP's boxes
+    crown = engine.tighten(input_set)
+    boxes = ibp(engine.graph, input_set.box, True)
+    for (lo, hi), (i_lo, i_hi), (c_lo, c_hi) in zip(late, boxes, crown):
+        assert agree(lo, i_lo) and agree(hi, i_hi)
+        assert bool((c_lo >= lo).all()) and bool((c_hi <= hi).all())
+    assert any(bool((c_lo > lo).any()) for (lo, _), (c_lo, _) in zip(late, crown))  # CROWN did tighten
+    with pytest.raises(ValueError, match="node box"):
+        engine.tighten(input_set, boxes=[(lo[:1], hi[:1]) for lo, hi in crown])
+    with pytest.raises(ValueError, match="splits"):
+        engine.tighten(input_set, signs={1: torch.zeros(2, 3)})

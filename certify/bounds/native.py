@@ -75,6 +75,43 @@ class NativeEngine:
         )
         return torch.from_numpy(out)
 
+    def tighten(self, input_set: InputSet, boxes: list | None = None, signs: dict | None = None,
+                keep_through: int = -1, seconds: float = float("inf"), sound: bool = True) -> list:
+        """Intermediate bounds of a batch of subproblems in one call (branch and bound's domains):
+        input_set holds each one's input set; boxes (optional) each one's starting (lower, upper)
+        of every graph node, supersets on it (its parent's); signs {node: (B, *shape) of -1/0/+1}
+        its ReLU split constraints. Nodes at or before keep_through keep their boxes (constraints
+        clamped in); after it, IBP then CROWN on every ReLU input, each box the tighter of old and
+        new. Past `seconds` no more CROWN rows are computed (the boxes so far are sound). Returns
+        [(lower, upper)] per node, in the nodes' shapes."""
+        batch = input_set.centre.shape[0]
+        nodes = self.graph.nodes
+
+        def check(what, t, k):
+            if not 0 <= k < len(nodes) or tuple(t.shape) != (batch, *nodes[k].shape):
+                raise ValueError(f"{what} of node {k} must have shape (batch, *node shape), got {tuple(t.shape)}")
+
+        flat = None
+        if boxes is not None:
+            if len(boxes) != len(nodes):
+                raise ValueError(f"boxes must hold one node box per graph node ({len(nodes)}), got {len(boxes)}")
+            for k, (lo, hi) in enumerate(boxes):
+                check("the node box", lo, k)
+                check("the node box", hi, k)
+            flat = [(_np(lo.reshape(batch, -1)), _np(hi.reshape(batch, -1))) for lo, hi in boxes]
+        splits = None
+        if signs:
+            for k, s in signs.items():
+                check("the splits", s, int(k))
+            splits = {int(k): s.detach().reshape(batch, -1).to(torch.int8).contiguous().numpy() for k, s in signs.items()}
+        out = self.net.tighten(
+            _np(input_set.centre.reshape(batch, -1)), _np(input_set.eps), _np(input_set.box[0].reshape(batch, -1)),
+            _np(input_set.box[1].reshape(batch, -1)), NORM_CODES[input_set.norm], sound, flat, splits,
+            int(keep_through), min(float(seconds), 1e300), ROWS_FORMS[self.rows_form],
+        )
+        return [(torch.from_numpy(lo).view(batch, *node.shape), torch.from_numpy(hi).view(batch, *node.shape))
+                for (lo, hi), node in zip(out, self.graph.nodes)]
+
     def ibp_output_box(self, input_set: InputSet, sound: bool = True,
                        grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         self._no_grad(grad)

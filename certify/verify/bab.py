@@ -42,6 +42,7 @@ import torch
 
 from certify.attack import descend, inner_box
 from certify.bounds.graph import Graph
+from certify.bounds.native import NativeEngine
 from certify.bounds.reference import InputSet, backward, ibp, margin_spec, tighten_intermediate
 from certify.verify import branching, leaf
 from certify.verify.alpha import optimize, optimize_intermediate, relu_nodes, split_terms
@@ -57,6 +58,7 @@ class SearchSettings:
     root_iterations: int = 50
     lr: float = 0.1
     max_queue_bytes: int = 1 << 30  # beyond this much queued state: depth-first
+    native: bool = True  # intermediate bounds of each batch of domains by the C++ engine (else the twin)
     attack_steps: int = 50
     attack_restarts: int = 5
     seed: int = 0
@@ -191,6 +193,9 @@ class _Search:
         self.bounded = 0
         self.deadline = time.monotonic() + settings.timeout if deadline is None else deadline
         self.counter = itertools.count()
+        # the intermediate bounds of each batch of domains: the C++ engine's batched query, or the
+        # plain-PyTorch twin where the engine is unavailable (settings.native False, for comparison)
+        self.native = NativeEngine(graph) if settings.native else None
 
     # ------------------------------------------------------------------ counterexamples
     def falsify(self, candidates: tuple | None):
@@ -240,21 +245,33 @@ class _Search:
                     torch.where(signs[k] < 0, upper.clamp(max=0), upper))
 
         with torch.no_grad():
-            if inherited is None:
-                boxes = ibp(self.graph, iset.box, True)
-            else:
-                boxes = [(torch.cat([b[n][0] for b in inherited]), torch.cat([b[n][1] for b in inherited]))
+            given = None
+            if inherited is not None:
+                given = [(torch.cat([b[n][0] for b in inherited]), torch.cat([b[n][1] for b in inherited]))
                          for n in range(len(self.graph.nodes))]
                 if sub_boxes is not None:  # a new input box: every layer again, within the parents' boxes
-                    boxes[0] = iset.box
-                    boxes = ibp(self.graph, None, True, start=1, boxes=boxes)
                     keep_through = -1
-            def crown_rows(start, spec, current, const):  # CROWN, or (past the deadline) the boxes kept
-                if time.monotonic() > self.deadline:
-                    return torch.full(spec.shape[:2], -float("inf"))
-                return backward(self.graph, start, spec, current, iset, True, initial_const=const)
+            if self.native is not None:
+                # CROWN on every domain's ReLU inputs in one call to the C++ engine (its batched
+                # subproblem query), split constraints clamped in; past the deadline it stops
+                # adding rows and the boxes so far stand (sound)
+                boxes = self.native.tighten(iset, given, signs, keep_through,
+                                            seconds=self.deadline - time.monotonic())
+            else:
+                if given is None:
+                    boxes = ibp(self.graph, iset.box, True)
+                else:
+                    boxes = given
+                    if sub_boxes is not None:
+                        boxes[0] = iset.box
+                        boxes = ibp(self.graph, None, True, start=1, boxes=boxes)
 
-            boxes = tighten_intermediate(self.graph, boxes, iset, True, clamp, keep_through, crown_rows)
+                def crown_rows(start, spec, current, const):  # CROWN, or (past the deadline) the boxes kept
+                    if time.monotonic() > self.deadline:
+                        return torch.full(spec.shape[:2], -float("inf"))
+                    return backward(self.graph, start, spec, current, iset, True, initial_const=const)
+
+                boxes = tighten_intermediate(self.graph, boxes, iset, True, clamp, keep_through, crown_rows)
             if intermediate_iterations:
                 boxes = optimize_intermediate(self.graph, iset, boxes, iterations=intermediate_iterations,
                                               lr=self.settings.lr, deadline=self.deadline, clamp=clamp)

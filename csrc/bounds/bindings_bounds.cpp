@@ -129,6 +129,80 @@ class PyNetwork {
     return out;
   }
 
+  // Intermediate bounds of a batch of subproblems (tighten_domains): node_boxes None or a list of
+  // (lower, upper) per node, (batch, size) each (entry 0, the input, is not read); splits None or
+  // a dict {node: int8 (batch, size) of -1 / 0 / +1}. Returns a list of (lower, upper) per node.
+  py::list tighten(const FArray& centre, const FArray& eps, const FArray& box_lower, const FArray& box_upper, int norm,
+                   bool sound, py::object node_boxes, py::object splits, int keep_through, double seconds,
+                   int rows_form) {
+    const int64_t nodes = static_cast<int64_t>(net_.layers.size());
+    if (nodes < 2) throw std::invalid_argument("the network has no layers");
+    const int64_t batch = centre.shape(0), n_in = net_.layers[0].size;
+    if (centre.size() != batch * n_in || box_lower.size() != batch * n_in || box_upper.size() != batch * n_in ||
+        eps.size() != batch)
+      throw std::invalid_argument("tighten: input shapes do not match the network");
+    if (norm < 0 || norm > 1 || rows_form < 0 || rows_form > 2)
+      throw std::invalid_argument("tighten: bad norm or rows form");
+    if (keep_through < -1) throw std::invalid_argument("tighten: keep_through must be >= -1");
+    keep_through = static_cast<int>(std::min<int64_t>(keep_through, nodes - 1));  // beyond the last: keep all
+    std::vector<FArray> lowers, uppers;  // kept alive for the call
+    std::vector<const float*> lower_ptr(nodes, nullptr), upper_ptr(nodes, nullptr);
+    if (!node_boxes.is_none()) {
+      py::list list = node_boxes.cast<py::list>();
+      if (static_cast<int64_t>(list.size()) != nodes) throw std::invalid_argument("tighten: one box per node");
+      for (int64_t i = 0; i < nodes; ++i) {
+        py::tuple pair = list[i].cast<py::tuple>();
+        lowers.push_back(pair[0].cast<FArray>());
+        uppers.push_back(pair[1].cast<FArray>());
+        if (lowers.back().size() != batch * net_.layers[i].size || uppers.back().size() != batch * net_.layers[i].size)
+          throw std::invalid_argument("tighten: node box " + std::to_string(i) + " does not match the network");
+      }
+      for (int64_t i = 0; i < nodes; ++i) {
+        lower_ptr[i] = lowers[i].data();
+        upper_ptr[i] = uppers[i].data();
+      }
+    }
+    using I8Array = py::array_t<int8_t, py::array::c_style | py::array::forcecast>;
+    std::vector<I8Array> signs;
+    std::vector<const int8_t*> sign_ptr(nodes, nullptr);
+    if (!splits.is_none()) {
+      for (auto item : splits.cast<py::dict>()) {
+        const int node = check(item.first.cast<int>());
+        signs.push_back(item.second.cast<I8Array>());
+        if (signs.back().size() != batch * net_.layers[node].size)
+          throw std::invalid_argument("tighten: splits of node " + std::to_string(node) + " do not match the network");
+        sign_ptr[node] = signs.back().data();
+      }
+    }
+    DomainQuery q;
+    q.batch = batch;
+    q.norm = static_cast<Norm>(norm);
+    q.centre = centre.data();
+    q.eps = eps.data();
+    q.box_lower = box_lower.data();
+    q.box_upper = box_upper.data();
+    q.sound = sound;
+    q.node_lower = node_boxes.is_none() ? nullptr : lower_ptr.data();
+    q.node_upper = node_boxes.is_none() ? nullptr : upper_ptr.data();
+    q.splits = sign_ptr.data();
+    q.keep_through = keep_through;
+    q.seconds = seconds;
+    q.rows_form = static_cast<RowForm>(rows_form);
+    std::vector<std::pair<std::vector<float>, std::vector<float>>> boxes;
+    {
+      py::gil_scoped_release release;
+      boxes = tighten_domains(net_, q);
+    }
+    py::list out;
+    for (int64_t i = 0; i < nodes; ++i) {
+      py::array_t<float> lo({batch, net_.layers[i].size}), hi({batch, net_.layers[i].size});
+      std::copy(boxes[i].first.begin(), boxes[i].first.end(), lo.mutable_data());
+      std::copy(boxes[i].second.begin(), boxes[i].second.end(), hi.mutable_data());
+      out.append(py::make_tuple(lo, hi));
+    }
+    return out;
+  }
+
   py::tuple ibp_output_box(const FArray& box_lower, const FArray& box_upper, bool sound) {
     const int64_t n_in = net_.layers.at(0).size, n_out = net_.layers.back().size;
     const int64_t batch = box_lower.size() / std::max<int64_t>(n_in, 1);
@@ -221,6 +295,9 @@ void bind(py::module_& m) {
            py::arg("box_upper"), py::arg("norm"), py::arg("method"), py::arg("sound"), py::arg("spec"),
            py::arg("rows_form") = 0)
       .def("set_node_map", &PyNetwork::set_node_map)
+      .def("tighten", &PyNetwork::tighten, py::arg("centre"), py::arg("eps"), py::arg("box_lower"),
+           py::arg("box_upper"), py::arg("norm"), py::arg("sound"), py::arg("node_boxes"), py::arg("splits"),
+           py::arg("keep_through"), py::arg("seconds"), py::arg("rows_form") = 0)
       .def("ibp_output_box", &PyNetwork::ibp_output_box, py::arg("box_lower"), py::arg("box_upper"), py::arg("sound"))
       .def_property_readonly("num_layers", &PyNetwork::num_layers);
 }

@@ -2,6 +2,7 @@
 // OpenBLAS. Mirrors certify/bounds/reference.py step for step; the soundness argument (error
 // terms, outward rounding) is written out there and referred to by name here.
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
@@ -183,8 +184,23 @@ void no_nan(Box& box) {
   for (float& v : box.hi) v = std::isnan(v) ? INFINITY : v;
 }
 
-// Boxes of every node from `start` on; where a box exists, the tighter of old and new is kept.
-void ibp(const Network& net, std::vector<Box>& boxes, int start, int64_t batch, bool sound) {
+// ReLU split decisions of a batch of subproblems: per node, (B, size) signs or none; +1: the
+// node's value is >= 0 on the subproblem, -1: <= 0, 0: free.
+using Splits = std::vector<const int8_t*>;
+
+// The split constraints clamped into a node's box (a box of the constrained set).
+void clamp_splits(Box& box, const int8_t* sign) {
+  if (sign == nullptr) return;
+  for (size_t j = 0; j < box.lo.size(); ++j) {
+    if (sign[j] > 0) box.lo[j] = std::max(box.lo[j], 0.0f);
+    if (sign[j] < 0) box.hi[j] = std::min(box.hi[j], 0.0f);
+  }
+}
+
+// Boxes of every node from `start` on; where a box exists, the tighter of old and new is kept,
+// and split constraints are clamped in.
+void ibp(const Network& net, std::vector<Box>& boxes, int start, int64_t batch, bool sound,
+         const Splits* splits = nullptr) {
   for (int i = start; i < static_cast<int>(net.layers.size()); ++i) {
     Box fresh = ibp_step(net, i, boxes, batch, sound);
     no_nan(fresh);
@@ -194,6 +210,7 @@ void ibp(const Network& net, std::vector<Box>& boxes, int start, int64_t batch, 
         fresh.hi[j] = std::min(fresh.hi[j], boxes[i].hi[j]);
       }
     }
+    if (splits) clamp_splits(fresh, (*splits)[i]);
     boxes[i] = std::move(fresh);
   }
 }
@@ -878,13 +895,23 @@ class UnitRows {
   int64_t h_ = 0, w_ = 0, width_ = 0;
 };
 
+// What a tightening may skip: the ReLU inputs at or before node keep_through keep their boxes
+// (a subproblem's parent's, unchanged there), split constraints stay clamped in, and past the
+// deadline no more CROWN rows are back-substituted (the boxes kept are sound as they are).
+struct Tightening {
+  const Splits* splits = nullptr;
+  int keep_through = -1;
+  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+};
+
 // CROWN bounds on every ReLU's input, in order, for the (input, neuron) pairs that IBP leaves
 // unstable; each layer's new bounds feed the next (Zhang et al. 2018).
 void tighten_intermediate(const Network& net, std::vector<Box>& boxes, const InputSet& input, int64_t batch,
-                          bool sound, RowForm form) {
+                          bool sound, RowForm form, const Tightening& limits = Tightening{}) {
   for (int k = 1; k < static_cast<int>(net.layers.size()); ++k) {
     if (net.layers[k].kind != LayerKind::kReLU) continue;
     const int pre = net.layers[k].inputs[0];
+    if (pre <= limits.keep_through) continue;
     const int64_t size = net.layers[pre].size;
     Box& box = boxes[pre];
     std::vector<int64_t> unstable;  // flat (b, j) indices
@@ -895,6 +922,7 @@ void tighten_intermediate(const Network& net, std::vector<Box>& boxes, const Inp
     BackwardCache relax(net, boxes, sound);  // back-substitution reads only the nodes below `pre`
     const size_t per_chunk = (units.windowed() ? kWindowedRowChunk : kRowChunk) / 2;
     for (size_t u0 = 0; u0 < unstable.size(); u0 += per_chunk) {
+      if (std::chrono::steady_clock::now() > limits.deadline) return;
       const size_t n = std::min(per_chunk, unstable.size() - u0);
       const std::vector<int64_t> flat(unstable.begin() + u0, unstable.begin() + u0 + n);
       std::vector<int32_t> batch_of;
@@ -907,11 +935,45 @@ void tighten_intermediate(const Network& net, std::vector<Box>& boxes, const Inp
         box.hi[flat[i]] = std::min(box.hi[flat[i]], -lower[2 * i + 1]);
       }
     }
-    ibp(net, boxes, pre + 1, batch, sound);
+    ibp(net, boxes, pre + 1, batch, sound, limits.splits);
   }
 }
 
 }  // namespace
+
+std::vector<std::pair<std::vector<float>, std::vector<float>>> tighten_domains(const Network& net,
+                                                                               const DomainQuery& q) {
+  const int64_t batch = q.batch, n_in = net.layers.at(0).size, nodes = static_cast<int64_t>(net.layers.size());
+  std::vector<Box> boxes(nodes);
+  Box input_box{std::vector<float>(q.box_lower, q.box_lower + batch * n_in),
+                std::vector<float>(q.box_upper, q.box_upper + batch * n_in)};
+  boxes[0] = input_box;
+  Splits splits(nodes, nullptr);
+  for (int64_t i = 0; i < nodes && q.splits; ++i) splits[i] = q.splits[i];
+  int start = 1;
+  if (q.node_lower) {  // the given boxes, split constraints clamped in; IBP only after keep_through
+    for (int64_t i = 1; i < nodes; ++i) {
+      const int64_t n = batch * net.layers[i].size;
+      boxes[i] = Box{std::vector<float>(q.node_lower[i], q.node_lower[i] + n),
+                     std::vector<float>(q.node_upper[i], q.node_upper[i] + n)};
+      clamp_splits(boxes[i], splits[i]);
+    }
+    start = std::max(1, q.keep_through + 1);
+  }
+  ibp(net, boxes, start, batch, q.sound, &splits);
+  const InputSet input{q.norm, q.centre, q.eps, &input_box};
+  Tightening limits;
+  limits.splits = &splits;
+  limits.keep_through = q.node_lower ? q.keep_through : -1;
+  if (q.seconds < 1e9)
+    limits.deadline = std::chrono::steady_clock::now() +
+                      std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(
+                          std::max(q.seconds, 0.0)));
+  tighten_intermediate(net, boxes, input, batch, q.sound, q.rows_form, limits);
+  std::vector<std::pair<std::vector<float>, std::vector<float>>> out(nodes);
+  for (int64_t i = 0; i < nodes; ++i) out[i] = {std::move(boxes[i].lo), std::move(boxes[i].hi)};
+  return out;
+}
 
 void ibp_output(const Network& net, const Query& query, float* lower, float* upper) {
   const int64_t batch = query.batch, n_in = net.layers.at(0).size;

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 namespace certify {
@@ -62,6 +63,32 @@ struct Query {
   int64_t rows = 0;
   RowForm rows_form = RowForm::kAuto;
 };
+
+// Intermediate bounds of a batch of subproblems in one call (the domains of branch and bound):
+// each has its own input set (as in Query), optionally its own starting boxes of every node (its
+// parent's: supersets on it) and ReLU split constraints. The boxes of the nodes at or before
+// keep_through are taken as given (split constraints clamped in); after it, IBP then CROWN on
+// every ReLU input, each box the tighter of old and new, split constraints clamped in. Past
+// `seconds` no more CROWN rows are computed (the boxes so far are sound).
+struct DomainQuery {
+  int64_t batch = 0;
+  Norm norm = Norm::kLinf;
+  const float* centre = nullptr;
+  const float* eps = nullptr;
+  const float* box_lower = nullptr;
+  const float* box_upper = nullptr;
+  bool sound = true;
+  const float* const* node_lower = nullptr;  // per node (B, size), or null: IBP from the input
+  const float* const* node_upper = nullptr;
+  const int8_t* const* splits = nullptr;  // per node (B, size) in {-1, 0, +1}, or null per node
+  int keep_through = -1;
+  double seconds = 1e300;
+  RowForm rows_form = RowForm::kAuto;
+};
+
+// (lower, upper) of every node, (B, size) each.
+std::vector<std::pair<std::vector<float>, std::vector<float>>> tighten_domains(const Network& net,
+                                                                               const DomainQuery& query);
 
 // Lower bounds of spec . f(x) over the query's input set, (B, rows), float32.
 std::vector<float> compute_bounds(const Network& net, const Query& query);

@@ -29,6 +29,8 @@ CONVS = [
     (3, 6, 2, 2, 0, 1, 3, 8),
     (2, 3, 5, 1, 2, 1, 1, 6),
     (4, 8, 1, 1, 0, 1, 4, 4),
+    (1, 2, 5, 1, 2, 1, 1, 1),  # padding beyond the whole output row: 'same' 5x5 on a 1x1 map
+    (1, 1, 3, 1, 3, 3, 1, 1),  # dilated kernel taps that all fall in the padding
 ]
 
 

@@ -13,8 +13,9 @@ __all__ = ["NativeEngine"]
 METHOD_CODES = {"ibp": 0, "crown-ibp": 1, "crown": 2}
 # The form of CROWN's coefficient rows on convolutional maps (engine.cpp, struct Rows): "auto"
 # applies the engine's cost rule (windows of a neuron's receptive field where they cover at most
-# half of the map); "dense" and "windowed" force one form, for tests and benchmarks. Every form
-# gives the same bounds up to float rounding, each sound.
+# half of the map); "dense" keeps every row dense, "windowed" makes rows windows wherever they
+# cover at most 4x the map (hanging over its edges): for tests and benchmarks. Every form gives
+# the same bounds up to float rounding, each sound.
 ROWS_FORMS = {"auto": 0, "dense": 1, "windowed": 2}
 NORM_CODES = {"linf": 0, "l2": 1}
 

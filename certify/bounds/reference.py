@@ -33,6 +33,9 @@ __all__ = ["InputSet", "ibp", "backward", "compute_bounds", "margin_spec", "Torc
 UNIT_ROUNDOFF = 2.0**-24  # float32
 U64 = 2.0**-53
 UNDERFLOW = 2.0**-140  # per-term allowance for subnormal products (Higham's eta is 2^-149)
+# fl(|W| m) / (1 - gamma_n) bounds |W| m from above in exact arithmetic; computed in float64 and
+# multiplied by this, the quotient stays above it despite its own two roundings (2^-53 each).
+ROUND_UP = 1 + 2.0**-50
 CHUNK_COEFFICIENTS = 4_000_000  # coefficients per back-substitution chunk (bounds the memory)
 
 
@@ -307,7 +310,7 @@ class _Backward:
             if sound:
                 n_out, n_in = w.shape
                 m = self.magnitude(node.inputs[0]).reshape(batch, -1)
-                wm = (m @ w.abs().T) / (1 - gamma(n_in))  # |W| m, rounded up enough
+                wm = (m @ w.abs().T).double() * (ROUND_UP / (1 - gamma(n_in)))  # |W| m, rounded up enough
                 self.slack += gamma(n_out) * (flat.abs().double() @ wm.double().unsqueeze(-1)).squeeze(-1)
             self.push(node.inputs[0], new)
         elif isinstance(layer, Conv2d):
@@ -320,7 +323,7 @@ class _Backward:
             if sound:
                 c_out, c_in_g, kh, kw = w.shape
                 m = self.magnitude(node.inputs[0])
-                wm = _conv(layer, m, w.abs()) / (1 - gamma(c_in_g * kh * kw))
+                wm = _conv(layer, m, w.abs()).double() * (ROUND_UP / (1 - gamma(c_in_g * kh * kw)))
                 n = (c_out // layer.groups) * kh * kw
                 self.slack += gamma(n) * (lam.abs().double() * wm.double().unsqueeze(1)).flatten(2).sum(-1)
             self.push(node.inputs[0], new)

@@ -337,10 +337,11 @@ bool same_geometry(const Rows& a, const Rows& b) {
 
 // The cost rule: rows go windowed where a window of h x w covers at most half of the H x W map
 // (the work per row at least halves, which pays for the index arithmetic); dense otherwise.
-// RowForm::kWindowed forces windows of any size (tests use it to reach every edge case).
+// RowForm::kWindowed forces windows up to 4x the map's area, hanging over its edges (tests use it
+// to reach every edge case; the cap keeps windows that grow through deep stacks from exploding).
 bool use_window(RowForm form, int64_t h, int64_t w, int64_t H, int64_t W) {
   if (form == RowForm::kDense || H == 0) return false;
-  if (form == RowForm::kWindowed) return true;
+  if (form == RowForm::kWindowed) return h * w <= 4 * H * W;
   return 2 * h * w <= H * W;
 }
 
@@ -443,11 +444,13 @@ class BackwardCache {
     wm.resize(batch * L.size);
     if (L.kind == LayerKind::kLinear) {
       gemm(false, true, batch, L.out, L.in, m, L.in, L.abs_weight.data(), L.in, wm.data(), L.out);
-      for (float& v : wm) v /= static_cast<float>(1 - gamma(L.in));
     } else {
       conv_forward(L.conv, L.abs_weight.data(), m, batch, wm.data());
-      for (float& v : wm) v /= static_cast<float>(1 - gamma(L.conv.q()));
     }
+    // fl(|W| m) >= (1 - gamma_n) |W| m (all terms >= 0); the quotient is rounded up to float (the
+    // double division's error is far below the float ulp that next_up adds).
+    const double scale = 1 / (1 - gamma(L.kind == LayerKind::kLinear ? L.in : L.conv.q()));
+    for (float& v : wm) v = f32_up(double(v) * scale);
     return wm;
   }
 

@@ -96,7 +96,7 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const flo
 
 void valid_range(int64_t out, int64_t stride, int64_t offset, int64_t in, int64_t* lo, int64_t* hi) {
   // ow*stride + offset >= 0  and  ow*stride + offset < in
-  *lo = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
+  *lo = offset >= 0 ? 0 : std::min(out, (-offset + stride - 1) / stride);  // padding may exceed the row
   *hi = in - offset <= 0 ? 0 : std::min(out, (in - offset + stride - 1) / stride);
   if (*hi < *lo) *hi = *lo;
 }

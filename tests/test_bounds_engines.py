@@ -247,3 +247,21 @@ def test_batched_subproblems_past_the_deadline_keep_ibp_boxes():
         engine.tighten(input_set, boxes=[(lo[:1], hi[:1]) for lo, hi in crown])
     with pytest.raises(ValueError, match="splits"):
         engine.tighten(input_set, signs={1: torch.zeros(2, 3)})
+
+
+def test_large_products_split_over_threads_match_twin():
+    """Products big enough that the engine splits one GEMM over the threads by columns (a wide
+    convolution and a wide Linear layer at batch 1; test_many_rows_are_processed_in_chunks has
+    the split by rows)."""
+    torch.manual_seed(8)
+    model = nn.Sequential(nn.Conv2d(16, 64, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(64 * 16 * 16, 300),
+                          nn.ReLU(), nn.Linear(300, 10)).eval()
+    shape = (16, 16, 16)
+    native = certify.BoundedModel(model, shape)
+    twin = certify.BoundedModel(model, shape, engine="torch")
+    for batch in (1, 3):
+        x = torch.rand(batch, *shape)
+        for method in ("ibp", "crown-ibp"):
+            a = native.bounds(x, 0.01, method=method)
+            b = twin.bounds(x, 0.01, method=method)
+            assert agree(a.lower, b.lower, 1e-4) and agree(a.upper, b.upper, 1e-4), (batch, method)

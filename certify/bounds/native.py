@@ -11,7 +11,7 @@ from certify.bounds.reference import InputSet, identity_spec
 __all__ = ["NativeEngine"]
 
 METHOD_CODES = {"ibp": 0, "crown-ibp": 1, "crown": 2}
-# The form of CROWN's coefficient rows on convolutional maps (engine.cpp, struct Rows): "auto"
+# The form of CROWN's coefficient rows on convolutional maps (backward.h, struct Rows): "auto"
 # applies the engine's cost rule (windows of a neuron's receptive field where they cover at most
 # half of the map); "dense" keeps every row dense, "windowed" makes rows windows wherever they
 # cover at most 4x the map (hanging over its edges): for tests and benchmarks. Every form gives

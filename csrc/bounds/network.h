@@ -33,7 +33,7 @@ struct Layer {
   ConvShape conv;
   // The node's (C, H, W) map where it has one (convolutional layers, their inputs and the
   // element-wise layers on them); map_h == 0 for flat values. Rows of coefficients on a node with a
-  // map may be windowed (engine.cpp, struct Rows).
+  // map may be windowed (backward.h, struct Rows).
   int64_t map_c = 0, map_h = 0, map_w = 0;
   // Affine: y = s x + t with the reals s in [s_lo, s_hi], t in [t_lo, t_hi], each of `size`.
   std::vector<float> s_lo, s_hi, t_lo, t_hi;

@@ -175,6 +175,16 @@ bool same_geometry(const Rows& a, const Rows& b) {
   return a.h == b.h && a.w == b.w && a.top == b.top && a.left == b.left;
 }
 
+// Whether every row's window of b lies inside its window of a (both windowed).
+bool contains(const Rows& a, const Rows& b, int64_t rows) {
+  if (!a.windowed || !b.windowed || b.h > a.h || b.w > a.w) return false;
+  for (int64_t r = 0; r < rows; ++r)
+    if (b.top[r] < a.top[r] || b.top[r] + b.h > a.top[r] + a.h || b.left[r] < a.left[r] ||
+        b.left[r] + b.w > a.left[r] + a.w)
+      return false;
+  return true;
+}
+
 
 // The entries of row r that lie on the node's map, as contiguous runs: f(k, d, n, c) for entries
 // k..k+n-1 of the row, which are d..d+n-1 of the node, all of channel c (on a flat node, one run
@@ -254,23 +264,40 @@ class Backward {
       return;
     }
     const Layer& N = net_.layers[node];
-    if (!same_geometry(have, lam)) {
+    // A residual join: the longer path's windows usually contain the shorter path's, which are
+    // then added into them in place; rows of any other two geometries become dense.
+    if (contains(lam, have, rows_)) std::swap(have, lam);
+    const bool same = same_geometry(have, lam);
+    if (!same && !contains(have, lam, rows_)) {
       densify(N, have, rows_);
       densify(N, lam, rows_);
     }
-    const int64_t wid = width(N, have);
+    const bool inside = !same_geometry(have, lam);
+    const int64_t wid = width(N, have), lam_wid = width(N, lam);
     const float* m = sound_ ? relax_.magnitude(node).data() : nullptr;
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < rows_; ++r) {
       float* a = have.v.data() + r * wid;
-      const float* b = lam.v.data() + r * wid;
+      const float* b = lam.v.data() + r * lam_wid;
+      if (inside) {  // lam's window sits at (dt, dl) in have's
+        const int64_t dt = lam.top[r] - have.top[r], dl = lam.left[r] - have.left[r];
+        for (int64_t c = 0; c < N.map_c; ++c)
+          for (int64_t i = 0; i < lam.h; ++i) {
+            float* __restrict x = a + (c * have.h + dt + i) * have.w + dl;
+            const float* __restrict y = b + (c * lam.h + i) * lam.w;
+#pragma omp simd
+            for (int64_t j = 0; j < lam.w; ++j) x[j] += y[j];
+          }
+      }
       const float* mb = m ? m + batch_of_[r] * N.size : nullptr;
-      double err = 0;
+      double err = 0;  // the sums' rounding: u |sum| m, taken over every entry (untouched ones too)
       each_run(N, have, r, [&](int64_t k, int64_t d, int64_t n, int64_t) {
         float* __restrict x = a + k;
-        const float* __restrict y = b + k;
+        if (!inside) {
+          const float* __restrict y = b + k;
 #pragma omp simd
-        for (int64_t i = 0; i < n; ++i) x[i] += y[i];
+          for (int64_t i = 0; i < n; ++i) x[i] += y[i];
+        }
         if (mb) err += abs_dot_run(x, mb + d, n);
       });
       slack_[r] += kU * err;

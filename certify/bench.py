@@ -64,9 +64,9 @@ def measure(name: str, model, input_shape, repeats: int = 5, bounds: bool = True
         classes = int(model(x).shape[1])
     entries = []
 
-    def add(entry, batch, native, twin, unit):
+    def add(entry, batch, native, twin, unit, per_forward=None):
         entries.append({"model": name, "entry": entry, "batch": batch, "native": native, "twin": twin, "unit": unit,
-                        "speedup": twin / native if native > 0 else math.inf})
+                        "speedup": twin / native if native > 0 else math.inf, "per_forward": per_forward})
 
     copies, sigma = 1000, 0.25
     buffer = torch.empty(copies, *input_shape)
@@ -90,11 +90,18 @@ def measure(name: str, model, input_shape, repeats: int = 5, bounds: bool = True
         engines = {e: certify.BoundedModel(model, input_shape, engine=e) for e in ("native", "torch")}
         for batch in (1, 64):
             xs = torch.rand(batch, *input_shape)
+            def forward(xs=xs):
+                with torch.inference_mode():
+                    for _ in range(10):
+                        model(xs)
+
             for method in ("ibp", "crown-ibp", "crown"):
                 slow = method == "crown" and batch == 64
-                t = interleaved_medians({e: (lambda b=b: b.bounds(xs, 0.01, method=method)) for e, b in engines.items()},
-                                        repeats=1 if slow else repeats, warmup=0 if slow else 1)
-                add(f"{method} (ms/input)", batch, 1e3 * t["native"] / batch, 1e3 * t["torch"] / batch, "ms/input")
+                fns = {e: (lambda b=b: b.bounds(xs, 0.01, method=method)) for e, b in engines.items()}
+                fns["forward x10"] = forward  # in turn with the bounds: the same drift hits both
+                t = interleaved_medians(fns, repeats=1 if slow else repeats, warmup=0 if slow else 1)
+                add(f"{method} (ms/input)", batch, 1e3 * t["native"] / batch, 1e3 * t["torch"] / batch, "ms/input",
+                    per_forward=t["native"] / (t["forward x10"] / 10))
     return entries
 
 
@@ -123,9 +130,9 @@ def run(model_path=None, input_shape=None, device: str = "cpu", json_path=None, 
         except certify.UnsupportedModelError as exc:  # smoothing still timed; bounds need a traceable model
             print(f"  bound propagation skipped: {exc}")
             entries += measure(name, model, shape, repeats, bounds=False)
-    rows = [[e["model"], e["entry"], e["batch"], _fmt(e["native"]), _fmt(e["twin"]), f"{e['speedup']:.2f}x"]
-            for e in entries]
-    print(table(rows, ["model", "entry", "batch", "native", "plain PyTorch", "speed-up"]))
+    rows = [[e["model"], e["entry"], e["batch"], _fmt(e["native"]), _fmt(e["twin"]), f"{e['speedup']:.2f}x",
+             "" if e["per_forward"] is None else f"{e['per_forward']:.1f}"] for e in entries]
+    print(table(rows, ["model", "entry", "batch", "native", "plain PyTorch", "speed-up", "native / forward pass"]))
     result = {"machine": {"platform": platform.platform(), "cpu": platform.processor() or platform.machine(),
                           "torch": torch.__version__, "threads": torch.get_num_threads(),
                           "certify": certify.__version__},

@@ -240,3 +240,17 @@ def test_smooth_on_ray_gives_the_local_certificate(files, tmp_path):
     assert rows("ray") == rows("local")
     done = certify(*args, "--out", "x", "--address", "auto", cwd=tmp_path)
     assert done.returncode == 2 and "--address applies to --backend ray" in done.stderr
+
+
+def test_bench_matrix_gives_bounds_as_forward_pass_multiples():
+    """certify bench's bound entries carry their time over the model's own forward pass (timed in
+    turn with them), the smoothing entries none."""
+    from torch import nn
+
+    from certify.bench import measure
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    entries = measure("tiny", model, (1, 4, 4), repeats=1)
+    bounds = [e for e in entries if "ms/input" == e["unit"]]
+    assert len(bounds) == 6 and all(e["per_forward"] is not None and 0 < e["per_forward"] < 1e6 for e in bounds)
+    assert all(e["per_forward"] is None for e in entries if e["unit"] != "ms/input")

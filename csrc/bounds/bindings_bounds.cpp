@@ -98,27 +98,15 @@ class PyNetwork {
 
   py::array_t<float> compute(const FArray& centre, const FArray& eps, const FArray& box_lower, const FArray& box_upper,
                              int norm, int method, bool sound, const FArray& spec, int rows_form) {
-    if (net_.layers.size() < 2) throw std::invalid_argument("the network has no layers");
-    const int64_t batch = centre.shape(0), n_in = net_.layers[0].size, n_out = net_.layers.back().size;
-    if (centre.size() != batch * n_in || box_lower.size() != batch * n_in || box_upper.size() != batch * n_in ||
-        eps.size() != batch)
-      throw std::invalid_argument("compute: input shapes do not match the network");
+    Query q;
+    fill_input(q, centre, eps, box_lower, box_upper, norm, sound, rows_form, "compute");
+    const int64_t batch = q.batch, n_out = net_.layers.back().size;
     if (spec.ndim() != 3 || spec.shape(0) != batch || spec.shape(2) != n_out)
       throw std::invalid_argument("compute: spec must have shape (batch, rows, outputs)");
-    if (norm < 0 || norm > 1 || method < 0 || method > 2 || rows_form < 0 || rows_form > 2)
-      throw std::invalid_argument("compute: bad norm, method or rows form");
-    Query q;
-    q.batch = batch;
-    q.norm = static_cast<Norm>(norm);
-    q.centre = centre.data();
-    q.eps = eps.data();
-    q.box_lower = box_lower.data();
-    q.box_upper = box_upper.data();
+    if (method < 0 || method > 2) throw std::invalid_argument("compute: bad method");
     q.method = static_cast<Method>(method);
-    q.sound = sound;
     q.spec = spec.data();
     q.rows = spec.shape(1);
-    q.rows_form = static_cast<RowForm>(rows_form);
     std::vector<float> result;
     {
       py::gil_scoped_release release;
@@ -136,13 +124,9 @@ class PyNetwork {
                    bool sound, py::object node_boxes, py::object splits, int keep_through, double seconds,
                    int rows_form) {
     const int64_t nodes = static_cast<int64_t>(net_.layers.size());
-    if (nodes < 2) throw std::invalid_argument("the network has no layers");
-    const int64_t batch = centre.shape(0), n_in = net_.layers[0].size;
-    if (centre.size() != batch * n_in || box_lower.size() != batch * n_in || box_upper.size() != batch * n_in ||
-        eps.size() != batch)
-      throw std::invalid_argument("tighten: input shapes do not match the network");
-    if (norm < 0 || norm > 1 || rows_form < 0 || rows_form > 2)
-      throw std::invalid_argument("tighten: bad norm or rows form");
+    DomainQuery q;
+    fill_input(q, centre, eps, box_lower, box_upper, norm, sound, rows_form, "tighten");
+    const int64_t batch = q.batch;
     if (keep_through < -1) throw std::invalid_argument("tighten: keep_through must be >= -1");
     keep_through = static_cast<int>(std::min<int64_t>(keep_through, nodes - 1));  // beyond the last: keep all
     std::vector<FArray> lowers, uppers;  // kept alive for the call
@@ -174,20 +158,11 @@ class PyNetwork {
         sign_ptr[node] = signs.back().data();
       }
     }
-    DomainQuery q;
-    q.batch = batch;
-    q.norm = static_cast<Norm>(norm);
-    q.centre = centre.data();
-    q.eps = eps.data();
-    q.box_lower = box_lower.data();
-    q.box_upper = box_upper.data();
-    q.sound = sound;
     q.node_lower = node_boxes.is_none() ? nullptr : lower_ptr.data();
     q.node_upper = node_boxes.is_none() ? nullptr : upper_ptr.data();
     q.splits = sign_ptr.data();
     q.keep_through = keep_through;
     q.seconds = seconds;
-    q.rows_form = static_cast<RowForm>(rows_form);
     std::vector<std::pair<std::vector<float>, std::vector<float>>> boxes;
     {
       py::gil_scoped_release release;
@@ -244,6 +219,26 @@ class PyNetwork {
     net_.layers.push_back(std::move(L));
     return static_cast<int>(net_.layers.size()) - 1;
   }
+  // The input sets of a query, checked against the network: centre, eps, box (B, n_in) each.
+  void fill_input(Query& q, const FArray& centre, const FArray& eps, const FArray& box_lower, const FArray& box_upper,
+                  int norm, bool sound, int rows_form, const std::string& what) const {
+    if (net_.layers.size() < 2) throw std::invalid_argument("the network has no layers");
+    const int64_t batch = centre.ndim() > 0 ? centre.shape(0) : 0, n_in = net_.layers[0].size;
+    if (centre.size() != batch * n_in || box_lower.size() != batch * n_in || box_upper.size() != batch * n_in ||
+        eps.size() != batch)
+      throw std::invalid_argument(what + ": input shapes do not match the network");
+    if (norm < 0 || norm > 1 || rows_form < 0 || rows_form > 2)
+      throw std::invalid_argument(what + ": bad norm or rows form");
+    q.batch = batch;
+    q.norm = static_cast<Norm>(norm);
+    q.centre = centre.data();
+    q.eps = eps.data();
+    q.box_lower = box_lower.data();
+    q.box_upper = box_upper.data();
+    q.sound = sound;
+    q.rows_form = static_cast<RowForm>(rows_form);
+  }
+
   static void set_map(Layer& L, int64_t c, int64_t h, int64_t w) {
     L.map_c = c;
     L.map_h = h;

@@ -70,20 +70,12 @@ struct Query {
 // keep_through are taken as given (split constraints clamped in); after it, IBP then CROWN on
 // every ReLU input, each box the tighter of old and new, split constraints clamped in. Past
 // `seconds` no more CROWN rows are computed (the boxes so far are sound).
-struct DomainQuery {
-  int64_t batch = 0;
-  Norm norm = Norm::kLinf;
-  const float* centre = nullptr;
-  const float* eps = nullptr;
-  const float* box_lower = nullptr;
-  const float* box_upper = nullptr;
-  bool sound = true;
+struct DomainQuery : Query {  // the input sets, sound and rows_form as in Query; method and spec unused
   const float* const* node_lower = nullptr;  // per node (B, size), or null: IBP from the input
   const float* const* node_upper = nullptr;
   const int8_t* const* splits = nullptr;  // per node (B, size) in {-1, 0, +1}, or null per node
   int keep_through = -1;
   double seconds = 1e300;
-  RowForm rows_form = RowForm::kAuto;
 };
 
 // (lower, upper) of every node, (B, size) each.

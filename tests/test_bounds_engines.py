@@ -227,6 +227,12 @@ def test_batched_subproblems_match_the_twin(name):
         assert agree(a_lo[~empty], b_lo[~empty], 1e-4) and agree(a_hi[~empty], b_hi[~empty], 1e-4)
     for (p_lo, p_hi), (c_lo, c_hi) in zip(native, from_parent):  # never looser than the parent's
         assert bool((c_lo >= p_lo).all()) and bool((c_hi <= p_hi).all())
+    # every box kept (a leaf, or retighten=False): the clamps still carry forward by IBP, as the twin's do
+    kept = engine.tighten(input_set, boxes=native, signs=child, keep_through=len(graph.nodes))
+    twin_kept = twin_tighten(graph, input_set, child, boxes=[(lo.clone(), hi.clone()) for lo, hi in twin],
+                             keep_through=len(graph.nodes))
+    for (a_lo, a_hi), (b_lo, b_hi) in zip(kept, twin_kept):
+        assert agree(a_lo[~empty], b_lo[~empty], 1e-4) and agree(a_hi[~empty], b_hi[~empty], 1e-4)
 
 
 def test_batched_subproblems_past_the_deadline_keep_ibp_boxes():
@@ -247,6 +253,16 @@ def test_batched_subproblems_past_the_deadline_keep_ibp_boxes():
         engine.tighten(input_set, boxes=[(lo[:1], hi[:1]) for lo, hi in crown])
     with pytest.raises(ValueError, match="splits"):
         engine.tighten(input_set, signs={1: torch.zeros(2, 3)})
+    relu_input = 1  # the first convolution's output, the first ReLU's input
+    with pytest.raises(ValueError, match="-1, 0 or \\+1"):  # -200 would wrap to +56 as int8: an active split
+        engine.tighten(input_set, signs={relu_input: torch.full((3, *engine.graph.nodes[relu_input].shape), -200.0)})
+    nan_boxes = [(lo.clone(), hi.clone()) for lo, hi in crown]
+    nan_boxes[1][0].view(-1)[0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        engine.tighten(input_set, boxes=nan_boxes)
+    with pytest.raises(ValueError, match="keep_through"):
+        engine.tighten(input_set, seconds=float("nan"))
+    assert len(engine.tighten(input_set, boxes=crown, keep_through=2**40)) == len(crown)  # past the last: keep all
 
 
 def test_large_products_split_over_threads_match_twin():

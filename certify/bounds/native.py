@@ -99,16 +99,23 @@ class NativeEngine:
             for k, (lo, hi) in enumerate(boxes):
                 check("the node box", lo, k)
                 check("the node box", hi, k)
+                # a NaN bound would make a domain look empty (proven) downstream: never taken in
+                if bool(torch.isnan(lo).any()) or bool(torch.isnan(hi).any()):
+                    raise ValueError(f"the node box of node {k} contains NaN")
             flat = [(_np(lo.reshape(batch, -1)), _np(hi.reshape(batch, -1))) for lo, hi in boxes]
         splits = None
         if signs:
             for k, s in signs.items():
                 check("the splits", s, int(k))
+                if not bool(((s == -1) | (s == 0) | (s == 1)).all()):
+                    raise ValueError(f"the splits of node {k} must be -1, 0 or +1")
             splits = {int(k): s.detach().reshape(batch, -1).to(torch.int8).contiguous().numpy() for k, s in signs.items()}
+        if not (keep_through >= -1 and seconds == seconds):  # NaN compares unequal to itself
+            raise ValueError(f"keep_through must be >= -1 and seconds a number, got {keep_through}, {seconds}")
         out = self.net.tighten(
             _np(input_set.centre.reshape(batch, -1)), _np(input_set.eps), _np(input_set.box[0].reshape(batch, -1)),
             _np(input_set.box[1].reshape(batch, -1)), NORM_CODES[input_set.norm], sound, flat, splits,
-            int(keep_through), min(float(seconds), 1e300), ROWS_FORMS[self.rows_form],
+            min(int(keep_through), len(nodes)), min(float(seconds), 1e300), ROWS_FORMS[self.rows_form],
         )
         return [(torch.from_numpy(lo).view(batch, *node.shape), torch.from_numpy(hi).view(batch, *node.shape))
                 for (lo, hi), node in zip(out, self.graph.nodes)]

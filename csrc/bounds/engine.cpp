@@ -189,17 +189,17 @@ std::vector<std::pair<std::vector<float>, std::vector<float>>> tighten_domains(c
   boxes[0] = input_box;
   Splits splits(nodes, nullptr);
   for (int64_t i = 0; i < nodes && q.splits; ++i) splits[i] = q.splits[i];
-  int start = 1;
-  if (q.node_lower) {  // the given boxes, split constraints clamped in; IBP only after keep_through
+  if (q.node_lower) {  // the given boxes, split constraints clamped in
     for (int64_t i = 1; i < nodes; ++i) {
       const int64_t n = batch * net.layers[i].size;
       boxes[i] = Box{std::vector<float>(q.node_lower[i], q.node_lower[i] + n),
                      std::vector<float>(q.node_upper[i], q.node_upper[i] + n)};
       clamp_splits(boxes[i], splits[i]);
     }
-    start = std::max(1, q.keep_through + 1);
   }
-  ibp(net, boxes, start, batch, q.sound, &splits);
+  // IBP over every node (within the given boxes): a clamp carries into the layers after it, also
+  // where keep_through keeps their CROWN bounds (one IBP pass costs little next to CROWN's rows)
+  ibp(net, boxes, 1, batch, q.sound, &splits);
   const InputSet input{q.norm, q.centre, q.eps, &input_box};
   Tightening limits;
   limits.splits = &splits;

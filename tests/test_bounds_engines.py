@@ -182,15 +182,10 @@ def random_splits(graph, boxes, seed):
 def twin_tighten(graph, input_set, signs, boxes=None, keep_through=-1):
     from certify.bounds import reference
 
-    def clamp(k, box):
-        if k not in signs:
-            return box
-        lower, upper = box
-        return (torch.where(signs[k] > 0, lower.clamp(min=0), lower), torch.where(signs[k] < 0, upper.clamp(max=0), upper))
-
     if boxes is None:
         boxes = reference.ibp(graph, input_set.box, True)
-    return reference.tighten_intermediate(graph, list(boxes), input_set, True, clamp, keep_through)
+    return reference.tighten_intermediate(graph, list(boxes), input_set, True, reference.split_clamp(signs),
+                                          keep_through)
 
 
 @pytest.mark.parametrize("name", ["mlp", "cnn", "residual", "batchnorm_pool"])

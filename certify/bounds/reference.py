@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from certify.bounds.graph import Add, Conv2d, ElementwiseAffine, Graph, Input, Linear, ReLU, Reshape
 
-__all__ = ["InputSet", "ibp", "backward", "compute_bounds", "margin_spec", "TorchEngine", "UNIT_ROUNDOFF"]
+__all__ = ["InputSet", "ibp", "backward", "compute_bounds", "margin_spec", "split_clamp", "TorchEngine", "UNIT_ROUNDOFF"]
 
 UNIT_ROUNDOFF = 2.0**-24  # float32
 U64 = 2.0**-53
@@ -311,7 +311,7 @@ class _Backward:
                 n_out, n_in = w.shape
                 m = self.magnitude(node.inputs[0]).reshape(batch, -1)
                 wm = (m @ w.abs().T).double() * (ROUND_UP / (1 - gamma(n_in)))  # |W| m, rounded up enough
-                self.slack += gamma(n_out) * (flat.abs().double() @ wm.double().unsqueeze(-1)).squeeze(-1)
+                self.slack += gamma(n_out) * (flat.abs().double() @ wm.unsqueeze(-1)).squeeze(-1)
             self.push(node.inputs[0], new)
         elif isinstance(layer, Conv2d):
             w, b = layer.weight, layer.bias
@@ -325,7 +325,7 @@ class _Backward:
                 m = self.magnitude(node.inputs[0])
                 wm = _conv(layer, m, w.abs()).double() * (ROUND_UP / (1 - gamma(c_in_g * kh * kw)))
                 n = (c_out // layer.groups) * kh * kw
-                self.slack += gamma(n) * (lam.abs().double() * wm.double().unsqueeze(1)).flatten(2).sum(-1)
+                self.slack += gamma(n) * (lam.abs().double() * wm.unsqueeze(1)).flatten(2).sum(-1)
             self.push(node.inputs[0], new)
         elif isinstance(layer, ReLU):
             lower, upper = self.boxes[node.inputs[0]]
@@ -469,6 +469,19 @@ def margin_spec(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     keep = torch.ones(batch, num_classes, dtype=torch.bool, device=labels.device)
     keep[torch.arange(batch, device=labels.device), labels] = False
     return spec[keep].reshape(batch, num_classes - 1, num_classes)
+
+
+def split_clamp(signs: dict):
+    """The clamp of tighten_intermediate for ReLU split decisions {node k: (B, *shape) of -1/0/+1}:
+    a split active (+1) has lower bound 0, one split inactive (-1) upper bound 0."""
+    def clamp(k, box):
+        if k not in signs:
+            return box
+        lower, upper = box
+        return (torch.where(signs[k] > 0, lower.clamp(min=0), lower),
+                torch.where(signs[k] < 0, upper.clamp(max=0), upper))
+
+    return clamp
 
 
 def tighten_intermediate(graph: Graph, boxes: list, input_set: InputSet, sound: bool, clamp=None,

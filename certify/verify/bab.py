@@ -43,7 +43,7 @@ import torch
 from certify.attack import descend, inner_box
 from certify.bounds.graph import Graph
 from certify.bounds.native import NativeEngine
-from certify.bounds.reference import InputSet, backward, ibp, margin_spec, tighten_intermediate
+from certify.bounds.reference import InputSet, backward, ibp, margin_spec, split_clamp, tighten_intermediate
 from certify.verify import branching, leaf
 from certify.verify.alpha import optimize, optimize_intermediate, relu_nodes, split_terms
 
@@ -236,13 +236,7 @@ class _Search:
         else:  # l_inf only (input splitting)
             iset = InputSet.of_box(*(torch.cat(parts) for parts in zip(*sub_boxes)))
         signs = self.split_signs(splits)
-
-        def clamp(k, box):
-            if k not in signs:
-                return box
-            lower, upper = box
-            return (torch.where(signs[k] > 0, lower.clamp(min=0), lower),
-                    torch.where(signs[k] < 0, upper.clamp(max=0), upper))
+        clamp = split_clamp(signs)
 
         with torch.no_grad():
             given = None

@@ -18,6 +18,12 @@ namespace certify {
 namespace bounds {
 namespace {
 
+// The query's input boxes, (B, n_in) each.
+Box input_box(const Network& net, const Query& q) {
+  const int64_t n = q.batch * net.layers.at(0).size;
+  return Box{std::vector<float>(q.box_lower, q.box_lower + n), std::vector<float>(q.box_upper, q.box_upper + n)};
+}
+
 // Back-substitutes the dense `spec` rows (rows x size of node start; row r of input batch_of[r])
 // in chunks, each concretised at `stop`.
 std::vector<float> back_substitute(const Network& net, const std::vector<Box>& boxes, int start,
@@ -182,11 +188,10 @@ void tighten_intermediate(const Network& net, std::vector<Box>& boxes, const Inp
 
 std::vector<std::pair<std::vector<float>, std::vector<float>>> tighten_domains(const Network& net,
                                                                                const DomainQuery& q) {
-  const int64_t batch = q.batch, n_in = net.layers.at(0).size, nodes = static_cast<int64_t>(net.layers.size());
+  const int64_t batch = q.batch, nodes = static_cast<int64_t>(net.layers.size());
   std::vector<Box> boxes(nodes);
-  Box input_box{std::vector<float>(q.box_lower, q.box_lower + batch * n_in),
-                std::vector<float>(q.box_upper, q.box_upper + batch * n_in)};
-  boxes[0] = input_box;
+  const Box inputs = input_box(net, q);
+  boxes[0] = inputs;
   Splits splits(nodes, nullptr);
   for (int64_t i = 0; i < nodes && q.splits; ++i) splits[i] = q.splits[i];
   if (q.node_lower) {  // the given boxes, split constraints clamped in
@@ -200,7 +205,7 @@ std::vector<std::pair<std::vector<float>, std::vector<float>>> tighten_domains(c
   // IBP over every node (within the given boxes): a clamp carries into the layers after it, also
   // where keep_through keeps their CROWN bounds (one IBP pass costs little next to CROWN's rows)
   ibp(net, boxes, 1, batch, q.sound, &splits);
-  const InputSet input{q.norm, q.centre, q.eps, &input_box};
+  const InputSet input{q.norm, q.centre, q.eps, &inputs};
   Tightening limits;
   limits.splits = &splits;
   limits.keep_through = q.node_lower ? q.keep_through : -1;
@@ -215,25 +220,22 @@ std::vector<std::pair<std::vector<float>, std::vector<float>>> tighten_domains(c
 }
 
 void ibp_output(const Network& net, const Query& query, float* lower, float* upper) {
-  const int64_t batch = query.batch, n_in = net.layers.at(0).size;
   std::vector<Box> boxes(net.layers.size());
-  boxes[0] = Box{std::vector<float>(query.box_lower, query.box_lower + batch * n_in),
-                 std::vector<float>(query.box_upper, query.box_upper + batch * n_in)};
-  ibp(net, boxes, 1, batch, query.sound);
+  boxes[0] = input_box(net, query);
+  ibp(net, boxes, 1, query.batch, query.sound);
   std::copy(boxes.back().lo.begin(), boxes.back().lo.end(), lower);
   std::copy(boxes.back().hi.begin(), boxes.back().hi.end(), upper);
 }
 
 std::vector<float> compute_bounds(const Network& net, const Query& query) {
-  const int64_t batch = query.batch, n_in = net.layers.at(0).size;
+  const int64_t batch = query.batch;
   const int last = static_cast<int>(net.layers.size()) - 1;
   const int64_t n_out = net.layers[last].size, rows = query.rows;
   std::vector<Box> boxes(net.layers.size());
-  Box input_box{std::vector<float>(query.box_lower, query.box_lower + batch * n_in),
-                std::vector<float>(query.box_upper, query.box_upper + batch * n_in)};
-  boxes[0] = input_box;
+  const Box inputs = input_box(net, query);
+  boxes[0] = inputs;
   ibp(net, boxes, 1, batch, query.sound);
-  const InputSet input{query.norm, query.centre, query.eps, &input_box};
+  const InputSet input{query.norm, query.centre, query.eps, &inputs};
 
   std::vector<float> spec(query.spec, query.spec + batch * rows * n_out);
   std::vector<int32_t> batch_of(batch * rows);

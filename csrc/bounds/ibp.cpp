@@ -65,20 +65,13 @@ float max_abs(const float* c, int64_t n) {
   return m;
 }
 
-// Working memory of the calling thread (slot 0-3), at least n floats, contents undefined.
-float* ibp_workspace(int slot, size_t n) {
-  thread_local std::vector<float> buffers[4];
-  if (buffers[slot].size() < n) buffers[slot].resize(n);
-  return buffers[slot].data();
-}
-
 // IBP through a Linear layer: the batch's centres and radii through W and |W| as two GEMMs.
 void linear_ibp(const Layer& L, const Box& in, int64_t batch, bool sound, Box& out) {
   const int64_t n_in = L.in, n = batch * n_in;
-  float* c = ibp_workspace(0, n);
-  float* r = ibp_workspace(1, n);
-  float* yc = ibp_workspace(2, batch * L.out);
-  float* yr = ibp_workspace(3, batch * L.out);
+  float* c = workspace(0, n);
+  float* r = workspace(1, n);
+  float* yc = workspace(2, batch * L.out);
+  float* yr = workspace(3, batch * L.out);
   centre_radius(in.lo.data(), in.hi.data(), n, c, r, sound);
   gemm(false, true, batch, L.out, L.in, c, L.in, L.weight.data(), L.in, yc, L.out);
   gemm(false, true, batch, L.out, L.in, r, L.in, L.abs_weight.data(), L.in, yr, L.out);
@@ -95,10 +88,10 @@ void linear_ibp(const Layer& L, const Box& in, int64_t batch, bool sound, Box& o
 void conv_ibp(const Layer& L, const Box& in, int64_t batch, bool sound, Box& out) {
   const ConvShape& s = L.conv;
   const int64_t n_in = s.c_in * s.h_in * s.w_in, size = L.size, n = batch * n_in;
-  float* c = ibp_workspace(0, n);
-  float* r = ibp_workspace(1, n);
-  float* yc = ibp_workspace(2, batch * size);
-  float* yr = ibp_workspace(3, batch * size);
+  float* c = workspace(0, n);
+  float* r = workspace(1, n);
+  float* yc = workspace(2, batch * size);
+  float* yr = workspace(3, batch * size);
   centre_radius(in.lo.data(), in.hi.data(), n, c, r, sound);
   conv_forward(s, L.weight.data(), c, batch, yc);
   conv_forward(s, L.abs_weight.data(), r, batch, yr);

@@ -101,13 +101,10 @@ void valid_range(int64_t out, int64_t stride, int64_t offset, int64_t in, int64_
   if (*hi < *lo) *hi = *lo;
 }
 
-// Working memory of the calling thread, at least n floats, contents undefined. Kept between
-// calls: fresh pages for every convolution cost more in page faults and zeroing than the
-// convolution itself at small batches.
-static float* workspace(size_t n) {
-  thread_local std::vector<float> buffer;
-  if (buffer.size() < n) buffer.resize(n);
-  return buffer.data();
+float* workspace(int slot, size_t n) {
+  thread_local std::vector<float> buffers[kWorkspaceSlots];
+  if (buffers[slot].size() < n) buffers[slot].resize(n);
+  return buffers[slot].data();
 }
 
 // Inputs per GEMM in conv_forward: enough columns (kConvBatch * P) for OpenBLAS to run near its
@@ -126,7 +123,7 @@ void conv_forward(const ConvShape& s, const float* weight, const float* x, int64
 #pragma omp parallel for schedule(static) if (split)
   for (int64_t block = 0; block < blocks; ++block) {
     const int64_t b0 = block * kConvBatch, n = std::min(kConvBatch, batch - b0), N = n * P;
-    float* cols = workspace(q * N + cout_g * N);
+    float* cols = workspace(kConvSlot, q * N + cout_g * N);
     float* out = cols + q * N;
     for (int64_t g = 0; g < s.groups; ++g) {
       for (int64_t b = 0; b < n; ++b) im2col(s, x + (b0 + b) * in_size, g, cols + b * P, N);

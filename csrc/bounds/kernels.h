@@ -2,6 +2,7 @@
 // and convolution as im2col + GEMM, with its adjoint restricted to windows of the maps.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "bounds/network.h"
@@ -16,6 +17,12 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const flo
 
 // The output columns ow whose input column ow*stride + offset lies inside [0, in): [lo, hi).
 void valid_range(int64_t out, int64_t stride, int64_t offset, int64_t in, int64_t* lo, int64_t* hi);
+
+// Working memory of the calling thread: slot `slot`, at least n floats, contents undefined. Kept
+// between calls: fresh pages for every step cost more in page faults and zeroing than the step
+// itself at small batches. Slots 0-3 are IBP's (ibp.cpp), kConvSlot conv_forward's.
+constexpr int kWorkspaceSlots = 5, kConvSlot = 4;
+float* workspace(int slot, size_t n);
 
 // y (B, c_out, h_out * w_out) = conv(x (B, c_in, h_in, w_in), weight), no bias.
 void conv_forward(const ConvShape& s, const float* weight, const float* x, int64_t batch, float* y);

@@ -27,8 +27,8 @@ from torch.fx.passes.shape_prop import ShapeProp
 from certify import _checks
 
 __all__ = [
-    "Graph", "Node", "Input", "Linear", "Conv2d", "ReLU", "Reshape", "ElementwiseAffine", "Add",
-    "trace", "UnsupportedModelError",
+    "Graph", "Node", "Input", "Linear", "Conv2d", "ReLU", "Reshape", "ElementwiseAffine", "Add", "Gather",
+    "Activation", "OPERATORS", "trace", "UnsupportedModelError",
 ]
 
 
@@ -91,7 +91,36 @@ class Add:
     """Residual addition of two graph values of the same shape."""
 
 
-Layer = Input | Linear | Conv2d | ReLU | Reshape | ElementwiseAffine | Add
+@dataclass(frozen=True, eq=False)
+class Gather:
+    """y[j] = x[index[j]] on the flat values of one input, 0 where index[j] < 0.
+
+    Every operation that only moves values becomes this: slicing, padding, concatenation (one
+    Gather per part, added), transposes, nearest upsampling, max-pooling's windows, the zeros that
+    a transposed convolution inserts. index: (size,) int64; multiplicity: the most outputs that
+    read one input value (coefficients flowing back to that value are summed, and rounded, there).
+    """
+
+    index: torch.Tensor
+    multiplicity: int
+
+
+@dataclass(frozen=True, eq=False)
+class Activation:
+    """A smooth activation of certify.bounds.activations, elementwise (its relaxations live there)."""
+
+    name: str
+    alpha: float = 1.0  # ELU's
+    lower_margin: float = 0.0  # see activations.Smooth
+
+    @property
+    def fn(self):
+        from certify.bounds.activations import smooth
+
+        return smooth(self.name, self.alpha, self.lower_margin)
+
+
+Layer = Input | Linear | Conv2d | ReLU | Reshape | ElementwiseAffine | Add | Gather | Activation
 
 
 @dataclass(frozen=True, eq=False)
@@ -213,6 +242,7 @@ class _Builder:
         self.graph = Graph()
         self.index: dict[torch.fx.Node, int] = {}
         self.constants: dict[torch.fx.Node, torch.Tensor] = {}
+        self.deferred: set[torch.fx.Node] = set()  # tuples of parts (split, chunk): read by getitem
 
     def build(self) -> Graph:
         output_seen = False
@@ -260,8 +290,7 @@ class _Builder:
     def _unsupported(self, node, what: str):
         raise UnsupportedModelError(
             f"unsupported operation {what} at '{node.name}' (in the model's code: {node.format_node()}). "
-            "Supported: Linear, Conv2d, ReLU, Flatten/view/reshape, BatchNorm1d/2d (eval), AvgPool2d, "
-            "Identity, Dropout (eval), residual additions, and input normalisation by constants."
+            f"Supported: {', '.join(name for name, *_ in OPERATORS)} (see BoundedModel's docstring)."
         )
 
     def _add(self, layer, inputs, node) -> None:
@@ -279,6 +308,9 @@ class _Builder:
                                     f"('{source.name}' is read after being overwritten; use inplace=False)")
 
     def _module(self, node, module) -> None:
+        if isinstance(module, _MOVE_MODULES):
+            self._move(node)
+            return
         src = self._graph_input(node)
         self._inplace_check(node, bool(getattr(module, "inplace", False)))
         if isinstance(module, (torch.nn.Identity, torch.nn.Dropout)):
@@ -300,6 +332,8 @@ class _Builder:
             bias = module.bias if module.bias is not None else torch.zeros(module.out_channels)
             self._add(Conv2d(self.param(module.weight), self.param(bias), _pair(module.stride), padding,
                              _pair(module.dilation), int(module.groups)), (src,), node)
+        elif isinstance(module, torch.nn.ConvTranspose2d):
+            self._conv_transpose(node, module, src)
         elif isinstance(module, torch.nn.ReLU):
             self._add(ReLU(), (src,), node)
         elif isinstance(module, torch.nn.Flatten):
@@ -308,6 +342,19 @@ class _Builder:
             self._batch_norm(node, module, src)
         elif isinstance(module, torch.nn.AvgPool2d):
             self._avg_pool(node, module, src)
+        elif isinstance(module, torch.nn.AdaptiveAvgPool2d):
+            self._adaptive_avg_pool(node, src, module.output_size)
+        elif isinstance(module, torch.nn.MaxPool2d):
+            self._max_pool(node, src, module.kernel_size, module.stride, module.padding, module.dilation,
+                           module.ceil_mode, module.return_indices)
+        elif isinstance(module, tuple(_SMOOTH_MODULES)):
+            self._smooth(node, src, _SMOOTH_MODULES[type(module)], module)
+        elif isinstance(module, torch.nn.LeakyReLU):
+            self.index[node] = self._leaky(src, float(module.negative_slope), node.name)
+        elif isinstance(module, torch.nn.Hardtanh):  # ReLU6 too
+            self.index[node] = self._clamp(src, float(module.min_val), float(module.max_val), node.name)
+        elif isinstance(module, torch.nn.Hardsigmoid):
+            self.index[node] = self._hard_sigmoid(src, node.name)
         else:
             self._unsupported(node, f"module {type(module).__name__} ('{node.target}')")
 
@@ -344,16 +391,322 @@ class _Builder:
     def _avg_pool(self, node, pool, src) -> None:
         if pool.ceil_mode or pool.divisor_override is not None or not pool.count_include_pad:
             self._unsupported(node, "AvgPool2d with ceil_mode, divisor_override or count_include_pad=False")
-        kh, kw = _pair(pool.kernel_size)
-        stride = _pair(pool.stride if pool.stride is not None else pool.kernel_size)
+        kernel = _pair(pool.kernel_size)
+        self._average(node, src, kernel, _pair(pool.stride if pool.stride is not None else kernel), _pair(pool.padding))
+
+    def _average(self, node, src, kernel, stride, padding, shape=None) -> int:
+        """Average pooling as a depthwise convolution with weights exactly 1, then the exact factor
+        1 / (kh kw)."""
+        kh, kw = kernel
         channels = self.graph.nodes[src].shape[0]
-        # A depthwise convolution with weights exactly 1, then the exact factor 1 / (kh kw).
         ones = torch.ones((channels, 1, kh, kw))
-        shape = self._shape(node)
-        conv = self.graph.add(Conv2d(ones, torch.zeros(channels), stride, _pair(pool.padding), (1, 1), channels),
+        shape = self._shape(node) if shape is None else shape
+        conv = self.graph.add(Conv2d(ones, torch.zeros(channels), stride, padding, (1, 1), channels),
                               (src,), shape, node.name + ".sum")
         factor = np.full((1,), 1.0 / (kh * kw))  # within half an ulp of the real 1 / (kh kw)
         self.index[node] = self.graph.add(exact_affine(factor, np.zeros(1)), (conv,), shape, node.name)
+        return self.index[node]
+
+    def _map_shape(self, node, src, what: str) -> tuple[int, int, int]:
+        shape = self.graph.nodes[src].shape
+        if len(shape) != 3:
+            self._unsupported(node, f"{what} of values of shape {shape} (certify pools (C, H, W) maps)")
+        return shape
+
+    def _adaptive_avg_pool(self, node, src, output_size) -> None:
+        channels, height, width = self._map_shape(node, src, "adaptive average pooling")
+        oh, ow = (output_size, output_size) if isinstance(output_size, int) else output_size
+        oh, ow = oh or height, ow or width
+        if height % oh == 0 and width % ow == 0:  # equal windows: average pooling
+            kernel = (height // oh, width // ow)
+            self._average(node, src, kernel, kernel, (0, 0))
+            return
+        # Windows of different sizes (torch: rows floor(i H / oh) to ceil((i + 1) H / oh)): a sum
+        # with weights exactly 1 on the flat values, then each window's exact factor.
+        if channels * oh * ow * channels * height * width > 16_000_000:
+            self._unsupported(node, "adaptive average pooling with unequal windows on a map this large")
+        weight = torch.zeros(channels, oh, ow, channels, height, width)
+        count = np.zeros((channels, oh, ow))
+        for i in range(oh):
+            r0, r1 = (i * height) // oh, -(-((i + 1) * height) // oh)
+            for j in range(ow):
+                c0, c1 = (j * width) // ow, -(-((j + 1) * width) // ow)
+                for c in range(channels):
+                    weight[c, i, j, c, r0:r1, c0:c1] = 1
+                count[:, i, j] = (r1 - r0) * (c1 - c0)
+        n_out = channels * oh * ow
+        flat = self.graph.add(Reshape(), (src,), (channels * height * width,), node.name + ".flat")
+        total = self.graph.add(Linear(weight.reshape(n_out, -1), torch.zeros(n_out)), (flat,), (n_out,),
+                               node.name + ".sum")
+        mean = self.graph.add(exact_affine(1.0 / count.reshape(-1), np.zeros(1)), (total,), (n_out,), node.name + ".mean")
+        self._add(Reshape(), (mean,), node)
+
+    def _spatial_mean(self, node, args) -> None:
+        """x.mean((2, 3)) / x.mean((-2, -1)) of a (C, H, W) map: global average pooling."""
+        src = self._first_graph_arg(node)
+        _, height, width = self._map_shape(node, src, "a mean")
+        dims = args.get("dim")
+        dims = (dims,) if isinstance(dims, int) else tuple(dims or ())
+        if sorted(d % 4 for d in dims) != [2, 3] or args.get("dtype") is not None:
+            self._unsupported(node, f"a mean over dimensions {dims} (only over the two spatial ones of (B, C, H, W))")
+        channels = self.graph.nodes[src].shape[0]
+        pooled = self._average(node, src, (height, width), (height, width), (0, 0), shape=(channels, 1, 1))
+        if self._shape(node) != (channels, 1, 1):
+            self._add(Reshape(), (pooled,), node)
+
+    def _max_pool(self, node, src, kernel, stride, padding, dilation, ceil_mode, return_indices) -> None:
+        """max over each window, as a tree of max(a, b) = a + relu(b - a) over one Gather per window
+        position (exact, and branchable: each max is a ReLU). Padding means -inf: a window's padded
+        positions read one of its own values instead (max(a, a) = a)."""
+        if ceil_mode or return_indices:
+            self._unsupported(node, "max pooling with ceil_mode=True or return_indices=True")
+        channels, height, width = self._map_shape(node, src, "max pooling")
+        kernel = _pair(kernel)
+        stride = _pair(stride) if stride not in (None, ()) else kernel
+        codes = torch.arange(1, channels * height * width + 1, dtype=torch.float64).reshape(1, channels, height, width)
+        cols = torch.nn.functional.unfold(codes, kernel, dilation=_pair(dilation), padding=_pair(padding),
+                                          stride=stride)
+        index = cols.reshape(channels, kernel[0] * kernel[1], -1).long() - 1  # (C, offsets, windows); -1: padding
+        first = index.max(1).values  # any value of the window (codes are >= 0 where not padding)
+        if bool((first < 0).any()):
+            self._unsupported(node, "max pooling with a window that lies entirely in the padding")
+        index = torch.where(index < 0, first.unsqueeze(1), index)
+        shape = self._shape(node)
+        maps = []
+        for k in range(index.shape[1]):
+            flat = index[:, k, :].reshape(-1)
+            if not any(torch.equal(flat, m) for m in maps):
+                maps.append(flat)
+        values = [self._gather(src, m, shape, f"{node.name}.window{k}") for k, m in enumerate(maps)]
+        while len(values) > 1:  # a balanced tree: depth log2(kernel area)
+            paired = [self._max(values[i], values[i + 1], f"{node.name}.max") for i in range(0, len(values) - 1, 2)]
+            values = paired + values[len(paired) * 2:]
+        self.index[node] = values[0]
+
+    def _conv_transpose(self, node, module, src) -> None:
+        """ConvTranspose2d as a convolution: the input spread out with stride - 1 zeros between values
+        and (dilation (k - 1) - padding) zeros around (a Gather), then a stride-1 convolution with the
+        kernel flipped and its channel axes swapped: the same sum of products for every output."""
+        if module.padding_mode != "zeros":
+            self._unsupported(node, f"ConvTranspose2d with padding_mode='{module.padding_mode}'")
+        channels, height, width = self._map_shape(node, src, "a transposed convolution")
+        out_c, out_h, out_w = self._shape(node)
+        (kh, kw), (sh, sw), (ph, pw) = _pair(module.kernel_size), _pair(module.stride), _pair(module.padding)
+        (dh, dw), groups = _pair(module.dilation), int(module.groups)
+        top, left = dh * (kh - 1) - ph, dw * (kw - 1) - pw
+        zh, zw = out_h + dh * (kh - 1), out_w + dw * (kw - 1)
+        index = torch.full((channels, zh, zw), -1, dtype=torch.long)
+        rows, cols = top + sh * torch.arange(height), left + sw * torch.arange(width)
+        source = torch.arange(channels * height * width).reshape(channels, height, width)
+        keep_r, keep_c = (rows >= 0) & (rows < zh), (cols >= 0) & (cols < zw)
+        index[:, rows[keep_r].unsqueeze(1), cols[keep_c].unsqueeze(0)] = source[:, keep_r][:, :, keep_c]
+        spread = self._gather(src, index.reshape(-1), (channels, zh, zw), node.name + ".spread")
+        w = self.param(module.weight)  # (C_in, C_out / g, kh, kw)
+        in_g, out_g = channels // groups, out_c // groups
+        w = w.reshape(groups, in_g, out_g, kh, kw).transpose(1, 2).reshape(out_c, in_g, kh, kw).flip(-2, -1)
+        bias = module.bias if module.bias is not None else torch.zeros(out_c)
+        self._add(Conv2d(w.contiguous(), self.param(bias), (1, 1), (0, 0), (dh, dw), groups), (spread,), node)
+
+    # ------------------------------------------------------- activations
+    def _smooth(self, node, src, name: str, module) -> None:
+        """A smooth activation; softplus's beta becomes exact scalings around it."""
+        args = _bind(node, _SIGNATURES.get(name, ())) if module is None else vars(module)
+        self._inplace_check(node, bool(args.get("inplace", False)))
+        if name == "gelu" and args.get("approximate", "none") != "none":
+            self._unsupported(node, f"GELU with approximate='{args.get('approximate')}' (only the exact erf form)")
+        if name == "elu":
+            alpha = float(np.float32(args.get("alpha", 1.0)))
+            if not alpha > 0:
+                self._unsupported(node, f"ELU with alpha={alpha} (certify needs alpha > 0)")
+            self._add(Activation("elu", alpha=alpha), (src,), node)
+            return
+        if name != "softplus":
+            self._add(Activation(name), (src,), node)
+            return
+        beta, threshold = float(np.float32(args.get("beta", 1.0))), float(np.float32(args.get("threshold", 20.0)))
+        if not (beta > 0 and math.isfinite(beta) and threshold > 0):
+            self._unsupported(node, f"Softplus with beta={beta}, threshold={threshold} (needs beta > 0, threshold > 0)")
+        # torch: x where beta x > threshold, else log(1 + exp(beta x)) / beta; below the real
+        # softplus by at most log(1 + e^-threshold) / beta (in beta x units before the 1 / beta)
+        margin = math.log1p(math.exp(-threshold)) * (1 + 2**-40) + 2**-1000
+        shape = self._shape(node)
+        inner = src if beta == 1 else self._scale(src, beta, node.name + ".beta")
+        out = self.graph.add(Activation("softplus", lower_margin=margin), (inner,), shape, node.name)
+        if beta != 1:
+            out = self.graph.add(exact_affine(np.full(1, 1.0 / beta), np.zeros(1)), (out,), shape, node.name + ".unbeta")
+        self.index[node] = out
+
+    def _leaky(self, src, slope: float, where: str) -> int:
+        """leaky(x) = s x + (1 - s) relu(x), with s the float32 slope torch multiplies by."""
+        s = float(np.float32(slope))
+        shape = self.graph.nodes[src].shape
+        relu = self.graph.add(ReLU(), (src,), shape, where + ".relu")
+        if s == 0:
+            return relu
+        kept = self.graph.add(exact_affine(np.full(1, 1.0 - s), np.zeros(1)), (relu,), shape, where + ".kept")
+        linear = self._scale(src, s, where + ".linear")
+        return self.graph.add(Add(), (linear, kept), shape, where)
+
+    def _clamp(self, src, lo, hi, where: str) -> int:
+        """min(max(x, lo), hi) with ReLUs: lo + relu(x - lo), then hi - relu(hi - that); lo and hi
+        float32 constants (scalars or arrays broadcasting to x), as torch compares with them."""
+        shape = self.graph.nodes[src].shape
+        lo = None if lo is None else np.asarray(lo, dtype=np.float32).astype(np.float64)
+        hi = None if hi is None else np.asarray(hi, dtype=np.float32).astype(np.float64)
+        if lo is not None and hi is not None and bool(np.any(lo > hi)):
+            raise UnsupportedModelError(f"a clamp at '{where}' with min > max")
+
+        def affine(x, scale, shift, suffix):
+            layer = exact_affine(np.full(1, scale), shift, exact=True)
+            torch.broadcast_shapes(layer.t_lo.shape, shape)
+            return self.graph.add(layer, (x,), shape, where + suffix)
+
+        x = src
+        if lo is not None:  # max(x, lo) = lo + relu(x - lo)
+            x = self.graph.add(ReLU(), (affine(x, 1.0, -lo, ".below"),), shape, where + ".relu_min")
+            if hi is None:
+                return affine(x, 1.0, lo, "")
+            return affine(self.graph.add(ReLU(), (affine(x, -1.0, hi - lo, ".above"),), shape, where + ".relu_max"),
+                          -1.0, hi, "")
+        x = self.graph.add(ReLU(), (affine(x, -1.0, hi, ".above"),), shape, where + ".relu_max")
+        return affine(x, -1.0, hi, "")
+
+    def _hard_sigmoid(self, src, where: str) -> int:
+        """torch's hardsigmoid: (x + 3) / 6 clamped to [0, 1]."""
+        shape = self.graph.nodes[src].shape
+        scaled = self.graph.add(exact_affine(np.full(1, 1 / 6), np.full(1, 0.5)), (src,), shape, where + ".affine")
+        return self._clamp(scaled, 0.0, 1.0, where)
+
+    def _scale(self, src, factor: float, where: str) -> int:
+        return self.graph.add(exact_affine(np.full(1, factor), np.zeros(1), exact=True), (src,),
+                              self.graph.nodes[src].shape, where)
+
+    def _max(self, a, b, where: str) -> int:
+        """max(a, b) = a + relu(b - a)."""
+        shape = self.graph.nodes[a].shape
+        diff = self.graph.add(Add(), (b, self._scale(a, -1.0, where + ".neg")), shape, where + ".diff")
+        return self.graph.add(Add(), (a, self.graph.add(ReLU(), (diff,), shape, where + ".relu")), shape, where)
+
+    def _min(self, a, b, where: str) -> int:
+        """min(a, b) = a - relu(a - b)."""
+        shape = self.graph.nodes[a].shape
+        diff = self.graph.add(Add(), (a, self._scale(b, -1.0, where + ".neg")), shape, where + ".diff")
+        relu = self.graph.add(ReLU(), (diff,), shape, where + ".relu")
+        return self.graph.add(Add(), (a, self._scale(relu, -1.0, where + ".negrelu")), shape, where)
+
+    def _constant_or_none(self, node, value):
+        if value is None:
+            return None
+        kind, v = self._value(value, node)
+        if kind != "const":
+            self._unsupported(node, "a clamp whose bound is computed from the input")
+        return _f64(v) if isinstance(v, torch.Tensor) else float(v)
+
+    # ------------------------------------------------------- moves
+    def _gather(self, src, index: torch.Tensor, shape, where: str) -> int:
+        counts = torch.bincount(index[index >= 0], minlength=1)
+        return self.graph.add(Gather(index.contiguous(), int(counts.max()) if len(counts) else 0), (src,), shape, where)
+
+    def _sources(self, node, seen=None) -> set[int]:
+        """The graph values that `node` reads, through tuples and shape queries."""
+        seen = set() if seen is None else seen
+        found: set[int] = set()
+        for arg in node.all_input_nodes:
+            if arg in seen:
+                continue
+            seen.add(arg)
+            if arg in self.index:
+                found.add(self.index[arg])
+            elif arg not in self.constants:
+                found |= self._sources(arg, seen)
+        return found
+
+    def _evaluate(self, node, lookup, memo):
+        """node's value with every graph value k replaced by lookup(k) (a tensor with a batch)."""
+        if node in memo:
+            return memo[node]
+        if node in self.index:
+            value = lookup(self.index[node])
+        elif node in self.constants:
+            value = self.constants[node]
+        else:
+            args = torch.fx.node.map_arg(node.args, lambda n: self._evaluate(n, lookup, memo))
+            kwargs = torch.fx.node.map_arg(node.kwargs, lambda n: self._evaluate(n, lookup, memo))
+            if node.op == "call_function":
+                value = node.target(*args, **kwargs)
+            elif node.op == "call_method":
+                value = getattr(args[0], node.target)(*args[1:], **kwargs)
+            elif node.op == "call_module":
+                value = self.gm.get_submodule(node.target)(*args, **kwargs)
+            else:
+                self._unsupported(node, f"'{node.op}' inside a slicing or concatenation")
+        memo[node] = value
+        return value
+
+    def _move(self, node) -> None:
+        """An operation that only moves values: run on codes that name every input value (and on
+        zeros), it shows where each output value comes from, or which constant it is. The result
+        is one Gather per graph value read, added, plus the constants as a shift."""
+        meta = node.meta.get("tensor_meta")
+        if not hasattr(meta, "shape"):
+            return  # not a tensor (a tuple's part of a shape, say): evaluated where it is used
+        target = node.target if node.op == "call_module" else None
+        if target is not None:
+            module = self.gm.get_submodule(target)
+            if isinstance(module, torch.nn.Upsample) and module.mode != "nearest":
+                self._unsupported(node, f"Upsample with mode='{module.mode}' (only 'nearest' moves values)")
+        elif getattr(node.target, "__name__", node.target) in ("interpolate", "upsample"):
+            mode = _bind(node, ("size", "scale_factor", "mode")).get("mode", "nearest")
+            if mode != "nearest":
+                self._unsupported(node, f"interpolation with mode='{mode}' (only 'nearest' moves values)")
+        shape = self._shape(node)
+        sources = sorted(self._sources(node))
+        if not sources:
+            self._unsupported(node, "an operation on constants only")
+        sizes = {k: self.graph.nodes[k].size for k in sources}
+        bases, total = {}, 0
+        for k in sources:
+            bases[k], total = total, total + 2 * sizes[k]
+        if total >= 2**24:  # codes are float32 integers
+            self._unsupported(node, f"slicing or concatenation of {total // 2} values (at most {2**23})")
+        codes = {k: (bases[k] + torch.arange(1, 2 * sizes[k] + 1, dtype=torch.float32)).reshape(2, *self.graph.nodes[k].shape)
+                 for k in sources}
+        try:
+            coded = self._evaluate(node, codes.__getitem__, {})
+            zeros = self._evaluate(node, lambda k: torch.zeros_like(codes[k]), {})
+        except UnsupportedModelError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure of the model's own operation
+            self._unsupported(node, f"an operation that fails on a batch of 2 ({exc})")
+        if not isinstance(coded, torch.Tensor) or tuple(coded.shape) != (2, *shape) or coded.dtype != torch.float32:
+            self._unsupported(node, "an operation whose result does not keep the batch as its first dimension")
+        coded, zeros = coded.reshape(2, -1), zeros.reshape(2, -1)
+        moved = coded != zeros
+        constant = torch.where(moved[0], torch.zeros_like(zeros[0]), zeros[0])
+        gathers = {}
+        batch_ok = torch.equal(moved[0], moved[1]) and torch.equal(zeros[0][~moved[0]], zeros[1][~moved[1]])
+        for k in sources:
+            first, second = coded[0] - bases[k] - 1, coded[1] - bases[k] - 1 - sizes[k]
+            mine = moved[0] & (first >= 0) & (first < 2 * sizes[k])
+            batch_ok = batch_ok and bool((first[mine] < sizes[k]).all()) and torch.equal(first[mine], second[mine])
+            if bool(mine.any()):
+                gathers[k] = torch.where(mine, first, torch.full_like(first, -1)).long()
+        if not batch_ok:
+            self._unsupported(node, "an operation that mixes values of different inputs of a batch")
+        parts = []
+        for k, index in gathers.items():
+            if torch.equal(index, torch.arange(sizes[k])):  # the same values in the same order
+                parts.append(k if self.graph.nodes[k].shape == shape else
+                             self.graph.add(Reshape(), (k,), shape, node.name + ".reshape"))
+            else:
+                parts.append(self._gather(k, index, shape, f"{node.name}.from{k}"))
+        out = parts[0]
+        for part in parts[1:]:
+            out = self.graph.add(Add(), (out, part), shape, node.name + ".join")
+        if bool((constant != 0).any()):
+            shift = exact_affine(np.ones(1), _f64(constant).reshape(shape), exact=True)
+            out = self.graph.add(shift, (out,), shape, node.name + ".fill")
+        self.index[node] = out
 
     # --------------------------------------------------------------- functions
     def _function(self, node) -> None:
@@ -365,7 +718,8 @@ class _Builder:
             self._inplace_check(node, bool(node.kwargs.get("inplace", False)) or
                                 (len(node.args) > 1 and bool(node.args[1])))
             self._add(ReLU(), (self._first_graph_arg(node),), node)
-        elif target in (torch.flatten,) or name in ("flatten", "view", "reshape", "contiguous"):
+        elif target in (torch.flatten,) or name in ("flatten", "view", "reshape", "contiguous", "squeeze",
+                                                    "unsqueeze", "view_as", "reshape_as"):
             self._reshape(node)
         elif target in (operator.add, torch.add) or name in ("add", "__add__"):
             self._binary(node, "add")
@@ -375,8 +729,59 @@ class _Builder:
             self._binary(node, "div")
         elif target in (operator.mul, torch.mul) or name in ("mul", "__mul__"):
             self._binary(node, "mul")
+        elif target is operator.neg or name == "neg":
+            self.index[node] = self._scale(self._first_graph_arg(node), -1.0, node.name)
         elif target is torch.nn.functional.dropout or name == "dropout":
             self._alias(node, self._first_graph_arg(node))
+        elif target in _MOVE_FUNCTIONS or name in _MOVE_METHODS:
+            self._move(node)
+        elif target in _TUPLE_FUNCTIONS or name in _TUPLE_METHODS:
+            self.deferred.add(node)  # a tuple of parts: each part's getitem is a move
+        elif name in _SMOOTH_FUNCTIONS:
+            self._smooth(node, self._first_graph_arg(node), _SMOOTH_FUNCTIONS[name], None)
+        else:
+            self._piecewise_function(node, name)
+
+    def _piecewise_function(self, node, name: str) -> None:
+        """The piecewise-linear activations, pooling and max / min, written with ReLUs and Gathers."""
+        args = _bind(node, _SIGNATURES.get(name, ()))
+        if name in ("leaky_relu",):
+            self.index[node] = self._leaky(self._first_graph_arg(node), float(args.get("negative_slope", 0.01)),
+                                           node.name)
+        elif name in ("hardtanh", "relu6"):
+            lo, hi = (0.0, 6.0) if name == "relu6" else (float(args.get("min_val", -1.0)), float(args.get("max_val", 1.0)))
+            self.index[node] = self._clamp(self._first_graph_arg(node), lo, hi, node.name)
+        elif name == "hardsigmoid":
+            self.index[node] = self._hard_sigmoid(self._first_graph_arg(node), node.name)
+        elif name in ("clamp", "clip", "clamp_min", "clamp_max"):
+            lo = args.get("min") if name != "clamp_max" else None
+            hi = args.get("max") if name != "clamp_min" else None
+            if name in ("clamp_min", "clamp_max"):
+                lo, hi = (args.get("min"), None) if name == "clamp_min" else (None, args.get("max"))
+            self.index[node] = self._clamp(self._first_graph_arg(node), self._constant_or_none(node, lo),
+                                           self._constant_or_none(node, hi), node.name)
+        elif name in ("maximum", "minimum", "max", "min", "fmax", "fmin") and len(node.args) == 2 and not node.kwargs:
+            (ka, a), (kb, b) = self._value(node.args[0], node), self._value(node.args[1], node)
+            if ka != "graph" and kb != "graph":
+                self._unsupported(node, f"'{name}' of two constants")
+            if ka != "graph":
+                (ka, a), (kb, b) = (kb, b), (ka, a)
+            larger = name in ("maximum", "max", "fmax")
+            if kb == "graph":
+                if self.graph.nodes[a].shape != self._shape(node) or self.graph.nodes[b].shape != self._shape(node):
+                    self._unsupported(node, f"'{name}' of values of different shapes")
+                self.index[node] = (self._max if larger else self._min)(a, b, node.name)
+            else:
+                c = _f64(b)
+                self.index[node] = self._clamp(a, c if larger else None, None if larger else c, node.name)
+        elif name == "max_pool2d":
+            self._max_pool(node, self._first_graph_arg(node), args["kernel_size"], args.get("stride"),
+                           args.get("padding", 0), args.get("dilation", 1), args.get("ceil_mode", False),
+                           args.get("return_indices", False))
+        elif name == "adaptive_avg_pool2d":
+            self._adaptive_avg_pool(node, self._first_graph_arg(node), args["output_size"])
+        elif name == "mean":
+            self._spatial_mean(node, args)
         else:
             self._unsupported(node, f"function '{name}'")
 
@@ -399,10 +804,12 @@ class _Builder:
         (ka, a), (kb, b) = self._value(node.args[0], node), self._value(node.args[1], node)
         shape = self._shape(node)
         if ka == "graph" and kb == "graph":
-            if op != "add":
-                self._unsupported(node, f"'{op}' of two computed values (only residual addition is supported)")
+            if op not in ("add", "sub"):
+                self._unsupported(node, f"'{op}' of two computed values (only their sums and differences are supported)")
             if self.graph.nodes[a].shape != shape or self.graph.nodes[b].shape != shape:
-                self._unsupported(node, "residual addition of values with different shapes")
+                self._unsupported(node, f"'{op}' of two computed values of different shapes")
+            if op == "sub":
+                b = self._scale(b, -1.0, node.name + ".neg")
             self._add(Add(), (a, b), node)
             return
         if ka != "graph" and kb != "graph":
@@ -449,3 +856,100 @@ def _same_padding(conv) -> tuple[int, int]:
             raise UnsupportedModelError("Conv2d padding='same' with asymmetric padding")
         pads.append(total // 2)
     return tuple(pads)
+
+
+def _bind(node, names) -> dict:
+    """A call's arguments after its input, by name: positional ones named by `names`, then kwargs."""
+    bound = dict(zip(names, node.args[1:]))
+    bound.update(node.kwargs)
+    return bound
+
+
+# Positional parameters after the input, for the functions whose arguments the tracer reads.
+_SIGNATURES = {
+    "leaky_relu": ("negative_slope", "inplace"),
+    "hardtanh": ("min_val", "max_val", "inplace"),
+    "relu6": ("inplace",),
+    "clamp": ("min", "max"), "clip": ("min", "max"), "clamp_min": ("min",), "clamp_max": ("max",),
+    "max_pool2d": ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"),
+    "adaptive_avg_pool2d": ("output_size",),
+    "mean": ("dim", "keepdim"),
+    "elu": ("alpha", "inplace"),
+    "softplus": ("beta", "threshold"),
+    "gelu": ("approximate",),
+}
+
+_nn, _F = torch.nn, torch.nn.functional
+_SMOOTH_MODULES = {_nn.Sigmoid: "sigmoid", _nn.Tanh: "tanh", _nn.Softplus: "softplus", _nn.ELU: "elu",
+                   _nn.SiLU: "silu", _nn.GELU: "gelu"}
+_SMOOTH_FUNCTIONS = {"sigmoid": "sigmoid", "tanh": "tanh", "softplus": "softplus", "elu": "elu", "silu": "silu",
+                     "gelu": "gelu"}
+_MOVE_MODULES = (_nn.ZeroPad1d, _nn.ZeroPad2d, _nn.ConstantPad1d, _nn.ConstantPad2d, _nn.ReflectionPad1d,
+                 _nn.ReflectionPad2d, _nn.ReplicationPad1d, _nn.ReplicationPad2d, _nn.PixelShuffle,
+                 _nn.PixelUnshuffle, _nn.Unflatten, _nn.ChannelShuffle, _nn.Upsample)
+_MOVE_FUNCTIONS = {operator.getitem, torch.cat, torch.concat, torch.concatenate, torch.stack, _F.pad, torch.permute,
+                   torch.transpose, torch.swapaxes, torch.flip, torch.roll, torch.narrow, torch.select, torch.t,
+                   torch.index_select, torch.movedim, _F.pixel_shuffle, _F.pixel_unshuffle, torch.tile,
+                   _F.interpolate}
+_MOVE_METHODS = {"permute", "transpose", "flip", "roll", "narrow", "select", "t", "repeat", "expand", "expand_as",
+                 "index_select", "movedim", "swapaxes", "tile"}
+_TUPLE_FUNCTIONS = {torch.split, torch.chunk, torch.unbind, torch.tensor_split}
+_TUPLE_METHODS = {"split", "chunk", "unbind", "tensor_split"}
+
+
+# The one table of what the bound engines support: how each operator becomes layers, and with
+# which methods it is bounded. README.md's operator table and BoundedModel's docstring come from it
+# (tests/test_operator_coverage.py checks that they match).
+ALL_METHODS = ("IBP", "CROWN", "CROWN-IBP", "alpha-CROWN", "BaB")
+SMOOTH_METHODS = ("IBP", "CROWN", "CROWN-IBP", "alpha-CROWN")  # BaB splits ReLUs only: smooth ones stay relaxed
+OPERATORS = (
+    # (operator, torch forms, ONNX operators, how the engines see it, methods)
+    ("Linear", "nn.Linear", "Gemm, MatMul", "Linear", ALL_METHODS),
+    ("Conv2d", "nn.Conv2d (stride, padding, dilation, groups)", "Conv", "Conv2d", ALL_METHODS),
+    ("ReLU", "nn.ReLU, F.relu, torch.relu", "Relu", "ReLU (exact, split by BaB)", ALL_METHODS),
+    ("BatchNorm (eval)", "nn.BatchNorm1d/2d", "BatchNormalization", "ElementwiseAffine (exact interval)", ALL_METHODS),
+    ("AvgPool2d", "nn.AvgPool2d (count_include_pad)", "AveragePool", "Conv2d of ones, exact 1/k^2", ALL_METHODS),
+    ("AdaptiveAvgPool2d / global mean", "nn.AdaptiveAvgPool2d, x.mean((2, 3))", "GlobalAveragePool",
+     "Conv2d of ones (Linear for unequal windows), exact 1/n", ALL_METHODS),
+    ("MaxPool2d", "nn.MaxPool2d, F.max_pool2d (padding = -inf, dilation)", "MaxPool",
+     "Gather per window position, max(a, b) = a + relu(b - a)", ALL_METHODS),
+    ("max / min of two values", "torch.maximum, torch.minimum, torch.max(a, b)", "Max, Min",
+     "a + relu(b - a), a - relu(a - b)", ALL_METHODS),
+    ("LeakyReLU", "nn.LeakyReLU, F.leaky_relu", "LeakyRelu", "s x + (1 - s) relu(x)", ALL_METHODS),
+    ("HardTanh / ReLU6 / clamp", "nn.Hardtanh, nn.ReLU6, torch.clamp (constant bounds)", "Clip",
+     "lo + relu(x - lo), hi - relu(hi - x)", ALL_METHODS),
+    ("Hardsigmoid", "nn.Hardsigmoid", "HardSigmoid (as Mul, Add, Clip)", "affine, then the clamp's ReLUs",
+     ALL_METHODS),
+    ("Sigmoid", "nn.Sigmoid, torch.sigmoid", "Sigmoid", "Activation: tangent / chord lines", SMOOTH_METHODS),
+    ("Tanh", "nn.Tanh, torch.tanh", "Tanh", "Activation: tangent / chord lines", SMOOTH_METHODS),
+    ("Softplus", "nn.Softplus (beta, threshold)", "Softplus", "Activation (convex)", SMOOTH_METHODS),
+    ("ELU", "nn.ELU (alpha > 0)", "Elu", "Activation (convex, then linear)", SMOOTH_METHODS),
+    ("SiLU", "nn.SiLU, F.silu", "(Mul of Sigmoid: not converted)", "Activation", SMOOTH_METHODS),
+    ("GELU", "nn.GELU (erf form)", "(Erf: not converted)", "Activation", SMOOTH_METHODS),
+    ("ConvTranspose2d", "nn.ConvTranspose2d", "ConvTranspose", "Gather (spread with zeros), then Conv2d",
+     ALL_METHODS),
+    ("Pad", "F.pad, nn.ZeroPad2d / ConstantPad / ReflectionPad / ReplicationPad", "Pad (constant)",
+     "Gather, constants as a shift", ALL_METHODS),
+    ("Slice / Split / Concat / permute", "x[...], torch.split / chunk, torch.cat / stack, permute, flip, "
+     "nearest Upsample", "Slice, Split, Concat", "Gather per part, added", ALL_METHODS),
+    ("Flatten / reshape", "nn.Flatten, view, reshape, squeeze", "Flatten, Reshape, Squeeze, Unsqueeze",
+     "Reshape", ALL_METHODS),
+    ("Add / Sub of two values", "x + y, x - y", "Add, Sub", "Add (and an exact -1)", ALL_METHODS),
+    ("Arithmetic with constants", "x + c, x - c, x * c, x / c", "Add, Sub, Mul, Div",
+     "ElementwiseAffine (exact interval)", ALL_METHODS),
+    ("Identity / Dropout (eval)", "nn.Identity, nn.Dropout", "Identity, Dropout", "nothing", ALL_METHODS),
+)
+
+
+def operator_list() -> str:
+    """One line per supported operator (BoundedModel's docstring)."""
+    return "\n".join(f"      - {name}: {forms}" for name, forms, *_ in OPERATORS)
+
+
+def operator_table() -> str:
+    """The README's table: per operator, its forms and the methods that bound it."""
+    head = "| operator | PyTorch | ONNX | becomes | " + " | ".join(ALL_METHODS) + " |"
+    rule = "|" + "---|" * (4 + len(ALL_METHODS))
+    rows = [f"| {name} | {forms} | {onnx} | {how} | " + " | ".join("yes" if m in methods else "-" for m in ALL_METHODS)
+            + " |" for name, forms, onnx, how, methods in OPERATORS]
+    return "\n".join([head, rule, *rows])

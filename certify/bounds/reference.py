@@ -26,7 +26,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from certify.bounds.graph import Add, Conv2d, ElementwiseAffine, Graph, Input, Linear, ReLU, Reshape
+from certify.bounds import activations
+from certify.bounds.graph import (Activation, Add, Conv2d, ElementwiseAffine, Gather, Graph, Input, Linear, ReLU,
+                                   Reshape)
 
 __all__ = ["InputSet", "ibp", "backward", "compute_bounds", "margin_spec", "split_clamp", "TorchEngine", "UNIT_ROUNDOFF"]
 
@@ -220,12 +222,24 @@ def ibp_step(graph: Graph, index: int, boxes: list, sound: bool):
         lo = torch.stack(torch.broadcast_tensors(*products)).amin(0) + layer.t_lo.double()
         hi = torch.stack(torch.broadcast_tensors(*products)).amax(0) + layer.t_hi.double()
         return to_f32_down(lo), to_f32_up(hi)
+    if isinstance(layer, Gather):  # a copy of values, and exact zeros
+        lower, upper = (_gather(b.reshape(batch, -1), layer.index).reshape(batch, *node.shape)
+                        for b in boxes[node.inputs[0]])
+        return lower, upper
+    if isinstance(layer, Activation):
+        return activations.ibp_range(layer.fn, *boxes[node.inputs[0]], sound)
     if isinstance(layer, Add):
         (la, ua), (lb, ub) = boxes[node.inputs[0]], boxes[node.inputs[1]]
         if not sound:
             return la + lb, ua + ub
         return to_f32_down(la.double() + lb.double()), to_f32_up(ua.double() + ub.double())
     raise TypeError(f"no IBP rule for {type(layer).__name__}")
+
+
+def _gather(flat: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """flat[..., index] with zeros where index < 0."""
+    taken = flat[..., index.clamp(min=0)]
+    return torch.where(index >= 0, taken, torch.zeros_like(taken))
 
 
 def ibp(graph: Graph, input_box, sound: bool = True, start: int = 1, boxes=None) -> list:
@@ -363,8 +377,46 @@ class _Backward:
         elif isinstance(layer, Add):
             for j in node.inputs:
                 self.push(j, lam)
+        elif isinstance(layer, Gather):
+            self._gather_step(node, lam)
+        elif isinstance(layer, Activation):
+            self._activation_step(index, node, lam)
         else:
             raise TypeError(f"no CROWN rule for {type(layer).__name__}")
+
+    def _gather_step(self, node, lam: torch.Tensor) -> None:
+        """Coefficients go back to the values they were copied from; where one value was copied to
+        several outputs (multiplicity k) its coefficients are summed in float32: gamma_{k-1} of
+        their magnitudes, against the value's magnitude."""
+        batch, rows = lam.shape[:2]
+        src = node.inputs[0]
+        index = node.layer.index
+        valid = index >= 0
+        flat = lam.reshape(batch, rows, -1)[..., valid]
+        new = torch.zeros(batch, rows, self.graph.nodes[src].size, dtype=lam.dtype, device=lam.device)
+        new.index_add_(2, index[valid], flat)
+        if self.sound and node.layer.multiplicity > 1:
+            m = self.magnitude(src).reshape(batch, 1, -1)[..., index[valid]]
+            self.slack += gamma(node.layer.multiplicity - 1) * (flat.abs() * m).sum(-1).double()
+        self.push(src, new.reshape(batch, rows, *self.graph.nodes[src].shape))
+
+    def _activation_step(self, index: int, node, lam: torch.Tensor) -> None:
+        """The relaxation lines of certify.bounds.activations: a_l, b_l where the coefficient is
+        >= 0 (a lower bound needs f from below), a_u, b_u where it is < 0."""
+        lower, upper = self.boxes[node.inputs[0]]
+        a_l, b_l, a_u, b_u = activations.relaxation(node.layer.fn, lower, upper, self.sound)
+        if self.record is not None:
+            self.record[index] = lam
+        positive = lam >= 0
+        new = torch.where(positive, lam * a_l.unsqueeze(1), lam * a_u.unsqueeze(1))
+        # the intercept of the side in use only: the other may be infinite (softplus above, say)
+        terms = torch.where(positive, lam.double() * b_l.double().unsqueeze(1),
+                            lam.double() * b_u.double().unsqueeze(1)).flatten(2)
+        self.add_const(terms.sum(-1), terms.abs().sum(-1), terms.shape[-1])
+        if self.sound:  # the rounding of each coefficient product
+            m = self.magnitude(node.inputs[0]).unsqueeze(1)
+            self.slack += UNIT_ROUNDOFF * (new.abs() * m).flatten(2).sum(-1).double()
+        self.push(node.inputs[0], new)
 
     def concretize_box(self, lam: torch.Tensor, box) -> torch.Tensor:
         """min over the box of lam . z (float64, with its error in the slack)."""
@@ -486,7 +538,8 @@ def split_clamp(signs: dict):
 
 def tighten_intermediate(graph: Graph, boxes: list, input_set: InputSet, sound: bool, clamp=None,
                          keep_through: int = -1, lower_bounds=None) -> list:
-    """CROWN bounds on every ReLU's input, in order, each used for the next (Zhang et al. 2018).
+    """CROWN bounds on every ReLU's and smooth activation's input, in order, each used for the next
+    (Zhang et al. 2018).
 
     clamp(k, (lower, upper)) -> (lower, upper), when given, restricts the bounds of each ReLU input
     node k before and after they are tightened: branch and bound's split decisions (a ReLU split
@@ -500,13 +553,14 @@ def tighten_intermediate(graph: Graph, boxes: list, input_set: InputSet, sound: 
         def lower_bounds(start, spec, boxes, const):
             return backward(graph, start, spec, boxes, input_set, sound, initial_const=const)
     for node in graph.nodes:
-        if not isinstance(node.layer, ReLU):
+        if not isinstance(node.layer, (ReLU, Activation)):
             continue
         pre = node.inputs[0]
         if clamp is not None:
             boxes[pre] = clamp(pre, boxes[pre])
         lower, upper = boxes[pre]
-        unstable = ((lower < 0) & (upper > 0)).reshape(lower.shape[0], -1).any(0).nonzero().flatten()
+        loose = _loose(node.layer)
+        unstable = loose(lower, upper).reshape(lower.shape[0], -1).any(0).nonzero().flatten()
         if pre <= keep_through:
             unstable = unstable[:0]
         if len(unstable) == 0:  # every neuron stable: tighter bounds would not change any relaxation
@@ -537,7 +591,7 @@ def tighten_intermediate(graph: Graph, boxes: list, input_set: InputSet, sound: 
             k = len(chunk)
             # Only neurons unstable for that input take the new bound (stable ones keep theirs, as in
             # the native engine, which computes rows for unstable (input, neuron) pairs alone).
-            mask = (new_lower[:, chunk] < 0) & (new_upper[:, chunk] > 0)
+            mask = loose(new_lower[:, chunk], new_upper[:, chunk])
             new_lower[:, chunk] = torch.where(mask, torch.maximum(new_lower[:, chunk], both[:, :k]), new_lower[:, chunk])
             new_upper[:, chunk] = torch.where(mask, torch.minimum(new_upper[:, chunk], -both[:, k:]), new_upper[:, chunk])
         boxes[pre] = (new_lower.reshape(lower.shape), new_upper.reshape(upper.shape))
@@ -545,6 +599,14 @@ def tighten_intermediate(graph: Graph, boxes: list, input_set: InputSet, sound: 
             boxes[pre] = clamp(pre, boxes[pre])
         boxes = ibp(graph, None, sound, start=pre + 1, boxes=boxes)
     return boxes
+
+
+def _loose(layer):
+    """Which neurons of a nonlinear layer's input tighter bounds can help: a ReLU's unstable ones
+    (stable ones are exact), every non-point interval of a smooth activation."""
+    if isinstance(layer, ReLU):
+        return lambda lower, upper: (lower < 0) & (upper > 0)
+    return lambda lower, upper: lower < upper
 
 
 def _one_hot_through(graph: Graph, index: int, spec: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from certify._native import core
-from certify.bounds.graph import Add, Conv2d, ElementwiseAffine, Graph, Linear, ReLU, Reshape
+from certify.bounds.graph import Activation, Add, Conv2d, ElementwiseAffine, Gather, Graph, Linear, ReLU, Reshape
 from certify.bounds.reference import InputSet, identity_spec
 
 __all__ = ["NativeEngine"]
@@ -18,6 +18,8 @@ METHOD_CODES = {"ibp": 0, "crown-ibp": 1, "crown": 2}
 # the same bounds up to float rounding, each sound.
 ROWS_FORMS = {"auto": 0, "dense": 1, "windowed": 2}
 NORM_CODES = {"linf": 0, "l2": 1}
+# csrc/bounds/activations.h, enum Smooth
+ACTIVATION_CODES = {"sigmoid": 0, "tanh": 1, "softplus": 2, "elu": 3, "silu": 4, "gelu": 5}
 
 
 def _np(t: torch.Tensor):
@@ -52,6 +54,10 @@ class NativeEngine:
                 net.add_affine(src, *full)
             elif isinstance(layer, Add):
                 net.add_add(node.inputs[0], node.inputs[1])
+            elif isinstance(layer, Gather):
+                net.add_gather(src, layer.index.to(torch.int64).contiguous().numpy())
+            elif isinstance(layer, Activation):
+                net.add_activation(src, ACTIVATION_CODES[layer.name], float(layer.alpha), float(layer.lower_margin))
             else:  # pragma: no cover - graph.py produces only the layers above
                 raise TypeError(f"the native engine has no rule for {type(layer).__name__}")
             if len(node.shape) == 3:

@@ -20,15 +20,16 @@ checker runs, since the checker looks up external files relative to the current 
 Batch dimension: a leading input dimension that is symbolic or 1 is the batch; the module takes
 (B, *input_shape) for any B. An input declared without one (e.g. [784]) is taken as one sample
 (input_shape = (784,)) and the module still takes a batch (B, 784): each row is run through the
-ONNX graph on its own. Operators whose ONNX definition has a batch axis (Gemm, Conv, pooling,
-batch norm, Flatten, Shape) are refused for such inputs.
+ONNX graph on its own. Operators whose ONNX definition has a batch axis (Gemm, Conv, ConvTranspose,
+pooling, batch norm, Flatten, Shape) are refused for such inputs.
 
-Bound propagation supports the modules and functions made for Gemm, MatMul, Conv, Relu, Flatten,
+Bound propagation supports the modules and functions made for Gemm, MatMul, Conv, ConvTranspose,
+Relu, LeakyRelu, Elu, Softplus, Sigmoid, Tanh, Clip, HardSigmoid, MaxPool, GlobalAveragePool, Flatten,
 Reshape / Squeeze / Unsqueeze (of computed values: reshapes keeping the batch), BatchNormalization,
-AveragePool (no padding, or padding counted in the average), Add / Sub / Mul / Div by constants,
-Add of two computed values, Identity and Dropout. MaxPool, Sigmoid, Tanh, Softmax, LogSoftmax,
-AveragePool with padding left out of the average, and Sub / Mul / Div of two computed values
-convert for smoothing; BoundedModel then refuses them, naming the module.
+AveragePool (no padding, or padding counted in the average), Pad (constant), Slice, Split, Concat,
+Max / Min, Add / Sub / Mul / Div by constants, Add and Sub of two computed values, Identity and
+Dropout. Softmax, LogSoftmax, AveragePool with padding left out of the average, and Mul / Div of two
+computed values convert for smoothing; BoundedModel then refuses them, naming the module.
 """
 
 from __future__ import annotations
@@ -233,7 +234,11 @@ class _Converter:
         return torch.from_numpy(np.array(value, copy=True))
 
     def _arg(self, node, value):
-        """The fx argument for a rule's argument: a graph node, a buffer read (get_attr), or as is."""
+        """The fx argument for a rule's argument: a graph node, a buffer read (get_attr), a list of
+        them (torch.cat's), or as is (Python numbers, slices)."""
+        if isinstance(value, list):
+            pairs = [self._arg(node, v) for v in value]
+            return [p[0] for p in pairs], [p[1] for p in pairs]
         if isinstance(value, _Computed):
             return value.node, value.example
         if isinstance(value, np.ndarray):
@@ -244,29 +249,30 @@ class _Converter:
             return self.graph.get_attr(self.buffers[id(value)]), tensor
         return value, value
 
-    def call(self, node, fn, *args) -> _Computed:
-        """Appends fn(*args) to the graph: fn a module (registered under the ONNX node's name), a
-        function, or a method name (a string)."""
+    def call(self, node, fn, *args, **kwargs) -> _Computed:
+        """Appends fn(*args, **kwargs) to the graph: fn a module (registered under the ONNX node's
+        name), a function, or a method name (a string). kwargs hold plain Python values only."""
         fx_args, examples = zip(*(self._arg(node, a) for a in args))
         where = f"'{self.path}': ONNX node '{_label(node)}' ({node.op_type}) computes a value of shape"
-        shape = _result_shape(fn, examples)  # from the shapes alone: checked before anything is computed
+        # from the shapes alone: checked before anything is computed
+        shape = _result_shape(fn, examples, kwargs)
         limits.check("tensor_elements", math.prod(shape[1:]), f"{where} {shape[1:]} for each input")
         with torch.no_grad():
             if isinstance(fn, nn.Module):
-                example = fn.eval()(*examples)
+                example = fn.eval()(*examples, **kwargs)
             elif isinstance(fn, str):
-                example = getattr(examples[0], fn)(*examples[1:])
+                example = getattr(examples[0], fn)(*examples[1:], **kwargs)
             else:
-                example = fn(*examples)
+                example = fn(*examples, **kwargs)
         limits.check("tensor_elements", example[0].numel(), f"{where} {tuple(example.shape[1:])} for each input")
         if isinstance(fn, nn.Module):
             name = self._name(node.name, node.op_type.lower())
             self.root.add_module(name, fn)
-            out = self.graph.call_module(name, tuple(fx_args))
+            out = self.graph.call_module(name, tuple(fx_args), kwargs)
         elif isinstance(fn, str):
-            out = self.graph.call_method(fn, tuple(fx_args))
+            out = self.graph.call_method(fn, tuple(fx_args), kwargs)
         else:
-            out = self.graph.call_function(fn, tuple(fx_args))
+            out = self.graph.call_function(fn, tuple(fx_args), kwargs)
         return _Computed(out, example)
 
     def reshape(self, node, x: _Computed, shape) -> _Computed:
@@ -305,10 +311,11 @@ class _Converter:
             try:
                 if all(v is None or (isinstance(v, np.ndarray) and v.dtype != object) for v in inputs):
                     outputs = self._fold(node, inputs, attrs)  # constants only: evaluated once, here
-                else:
-                    if any(name in consumed for name in node.output[1:]):
+                else:  # a rule gives the node's first output, or a list of all its outputs (Split)
+                    result = rule(self, node, inputs, attrs)
+                    outputs = result if isinstance(result, list) else [result]
+                    if any(name in consumed for name in node.output[len(outputs):]):
                         _refuse(node, "only its first output can be used (not a mask, indices or statistics)")
-                    outputs = [rule(self, node, inputs, attrs)]
             except UnsupportedModelError as exc:
                 raise UnsupportedModelError(f"{self.path}: {exc}") from None
             except limits.ResourceLimitError:
@@ -384,27 +391,45 @@ class _Converter:
         return module
 
 
-def _result_shape(fn, examples) -> tuple[int, ...]:
-    """The shape of fn(*examples), batch first, from the examples' shapes alone: exact for the
-    operations that can give more elements than their inputs (broadcasting arithmetic, nn.Linear,
-    convolution and pooling); for the others (activations, batch norm, reshapes) the input's shape,
-    which has as many elements. A shape that does not fit is left for fn to refuse."""
+def _result_shape(fn, examples, kwargs=None) -> tuple[int, ...]:
+    """The shape of fn(*examples, **kwargs), batch first, from the examples' shapes alone: exact for
+    the operations that can give more elements than their inputs (broadcasting arithmetic, nn.Linear,
+    convolutions, pooling, padding, concatenation); for the others (activations, batch norm, reshapes,
+    slices) the input's shape, which has at least as many elements. A shape that does not fit is left
+    for fn to refuse."""
+    if fn is torch.cat:
+        shapes = [tuple(e.shape) for e in examples[0]]
+        dim = (kwargs or {}).get("dim", 0)
+        if len({len(s) for s in shapes}) != 1 or not -len(shapes[0]) <= dim < len(shapes[0]):
+            return shapes[0]
+        dim %= len(shapes[0])
+        return (*shapes[0][:dim], sum(s[dim] for s in shapes), *shapes[0][dim + 1:])
     shapes = [tuple(e.shape) for e in examples if isinstance(e, torch.Tensor)]
     x = shapes[0]
-    if fn in (operator.add, operator.sub, operator.mul, operator.truediv):
+    pair = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+    if fn in (operator.add, operator.sub, operator.mul, operator.truediv, torch.maximum, torch.minimum):
         try:
             return tuple(np.broadcast_shapes(*shapes))
         except ValueError:
             return x
     if isinstance(fn, nn.Linear):
         return (*x[:-1], fn.out_features)
-    if isinstance(fn, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)) and len(x) == 4:
-        pair = lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v, v)  # noqa: E731
+    if len(x) != 4:
+        return x
+    if isinstance(fn, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
         kernel, stride, padding = pair(fn.kernel_size), pair(fn.stride), pair(fn.padding)
         dilation = pair(getattr(fn, "dilation", 1))
         size = [max((n + 2 * p - d * (k - 1) - 1) // s + 1, 0) if s > 0 else n  # stride 0: fn refuses it
                 for n, k, s, p, d in zip(x[2:], kernel, stride, padding, dilation)]
         return (x[0], fn.out_channels if isinstance(fn, nn.Conv2d) else x[1], *size)
+    if isinstance(fn, nn.ConvTranspose2d):
+        size = [max((n - 1) * s - 2 * p + d * (k - 1) + o + 1, 0)
+                for n, k, s, p, d, o in zip(x[2:], fn.kernel_size, fn.stride, fn.padding, fn.dilation,
+                                            fn.output_padding)]
+        return (x[0], fn.out_channels, *size)
+    if isinstance(fn, nn.ConstantPad2d):
+        left, right, top, bottom = fn.padding
+        return (x[0], x[1], x[2] + top + bottom, x[3] + left + right)
     return x
 
 
@@ -426,11 +451,18 @@ def _folded_elements(node, inputs, attrs) -> int:
     operator raise ValueError, as evaluating them would."""
     op = node.op_type
     shapes = [None if v is None else tuple(v.shape) for v in inputs]
-    if op in ("Conv", "MaxPool", "AveragePool"):
+    if op in ("Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool"):
         _refuse(node, "a convolution or pooling of constants; certify folds only shape and arithmetic "
                       "operations on constants")
     if op in ("Add", "Sub", "Mul", "Div"):
         return math.prod(np.broadcast_shapes(*shapes[:2]))
+    if op in ("Max", "Min"):  # variadic
+        return math.prod(np.broadcast_shapes(*[s for s in shapes if s is not None]))
+    if op == "Pad":
+        if not shapes or shapes[0] is None:
+            raise ValueError("Pad without data")
+        amounts = _pad_amounts(node, inputs, attrs, len(shapes[0]))
+        return math.prod(max(n + begin + end, 0) for n, (begin, end) in zip(shapes[0], amounts))
     if op == "Gemm":
         a, b = shapes[:2]
         if len(a) != 2 or len(b) != 2:
@@ -455,11 +487,16 @@ def _folded_elements(node, inputs, attrs) -> int:
     if op in ("Reshape", "Squeeze", "Unsqueeze") and len(shapes) > 1 and shapes[1] is not None \
             and math.prod(shapes[1]) > 64:  # numpy's most dimensions
         raise ValueError(f"a shape or axes of {math.prod(shapes[1])} entries")
+    if op == "ConstantOfShape":  # as many elements as its input's entries say
+        dims = [int(d) for d in inputs[0].reshape(-1)] if inputs and inputs[0] is not None else []
+        if len(dims) > 64 or min(dims, default=0) < 0:  # numpy's most dimensions
+            raise ValueError(f"ConstantOfShape of the shape {dims[:8]}")
+        return math.prod(dims)
     if op == "Constant":  # its tensor's size was checked in _read; a list attribute is as long as the file
         value = attrs.get("value")
         return math.prod(value.dims) if value is not None and hasattr(value, "dims") else 0
-    # The rest (unary arithmetic, activations, batch norm, Reshape, Flatten, Squeeze, Unsqueeze,
-    # Transpose, Identity, Dropout, Shape) give no more elements than their largest input.
+    # The rest (unary arithmetic, activations, Clip, batch norm, Reshape, Flatten, Squeeze, Unsqueeze,
+    # Transpose, Identity, Dropout, Shape, Slice, Split) give no more elements than their largest input.
     return max((math.prod(s) for s in shapes if s is not None), default=0)
 
 
@@ -471,7 +508,8 @@ def _attribute(attr):
 
 
 # ----------------------------------------------------------------------------- rules
-# Each rule: (converter, node, inputs, attributes) -> the node's first output.
+# Each rule: (converter, node, inputs, attributes) -> the node's first output, or a list of all
+# its outputs (Split).
 def _gemm(cv, node, inputs, attrs):
     """Y = alpha A B' + beta C -> nn.Linear with weight alpha B' and bias beta C. alpha and beta are
     folded only when the products are exactly float32 (a float32 times a float32 is exact in
@@ -754,16 +792,345 @@ def _gather(cv, node, inputs, attrs):
 
 
 def _concat(cv, node, inputs, attrs):
-    if not all(isinstance(v, np.ndarray) for v in inputs):
-        _refuse(node, "Concat of values computed from the input")
-    limits.check("tensor_elements", _folded_elements(node, inputs, attrs), f"'{cv.path}': ONNX node "
-                 f"'{_label(node)}' (Concat), a value concatenated from constants")
-    return np.concatenate([v.astype(object) for v in inputs], axis=attrs["axis"])
+    """Of constants (shapes holding the batch size): folded here. Of values computed from the input:
+    torch.cat(values, dim=d) along an axis other than the batch."""
+    if all(isinstance(v, np.ndarray) for v in inputs):
+        limits.check("tensor_elements", _folded_elements(node, inputs, attrs), f"'{cv.path}': ONNX node "
+                     f"'{_label(node)}' (Concat), a value concatenated from constants")
+        return np.concatenate([v.astype(object) for v in inputs], axis=attrs["axis"])
+    if not all(isinstance(v, _Computed) for v in inputs):
+        _refuse(node, "Concat of constants with values computed from the input (the constant would be "
+                      "repeated along the batch); certify concatenates computed values only")
+    rank = cv.onnx_rank(inputs[0])
+    if any(cv.onnx_rank(v) != rank for v in inputs):
+        _refuse(node, f"Concat of values of different rank ({[cv.onnx_rank(v) for v in inputs]})")
+    dim = cv.axis(node, attrs["axis"], rank)
+    if dim == 0:
+        _refuse(node, "Concat along the batch axis")
+    if len(inputs) == 1:
+        return inputs[0]
+    return cv.call(node, torch.cat, list(inputs), dim=dim)
+
+
+def _float_attr(attrs, name: str, default: float) -> float:
+    """A float attribute (float32 in ONNX) as the Python float of its float32 value."""
+    return float(np.float32(attrs.get(name, default)))
+
+
+def _scalar(cv, node, value, what: str) -> float:
+    """A constant single float32 number as a Python float."""
+    if isinstance(value, _Computed):
+        _refuse(node, f"{what} is computed from the input; certify needs a constant")
+    tensor = cv.weights(node, value, what)
+    if tensor.numel() != 1:
+        _refuse(node, f"{what} has shape {tuple(tensor.shape)}; certify needs a single number")
+    number = float(tensor.reshape(-1)[0])
+    if math.isnan(number):
+        _refuse(node, f"{what} is NaN")
+    return number
+
+
+def _leaky_relu(cv, node, inputs, attrs):
+    return cv.call(node, nn.LeakyReLU(_float_attr(attrs, "alpha", 0.01)), cv.computed(node, inputs[0]))
+
+
+def _elu(cv, node, inputs, attrs):
+    return cv.call(node, nn.ELU(_float_attr(attrs, "alpha", 1.0)), cv.computed(node, inputs[0]))
+
+
+def _softplus(cv, node, inputs, attrs):
+    """ln(exp(x) + 1). torch's default threshold (x itself above 20) is kept: the exact formula
+    overflows to inf in float32 for large x, and above 20 the two agree in float32."""
+    return cv.call(node, nn.Softplus(), cv.computed(node, inputs[0]))
+
+
+def _clip(cv, node, inputs, attrs):
+    """min / max as constant inputs (opset >= 11, either may be missing) or attributes (before).
+    Both -> nn.Hardtanh(min, max); one -> torch.clamp(x, min=...) or (x, max=...); none -> x.
+    A bound at or beyond float32's largest magnitude (opset 6's defaults) is no bound."""
+    x = cv.computed(node, inputs[0])
+    if cv.opset >= 11:
+        lo, hi = ((_scalar(cv, node, inputs[i], what) if len(inputs) > i and inputs[i] is not None else None)
+                  for i, what in ((1, "min"), (2, "max")))
+    else:
+        lo, hi = (None if attrs.get(k) is None else float(np.float32(attrs[k])) for k in ("min", "max"))
+        if any(v is not None and math.isnan(v) for v in (lo, hi)):
+            _refuse(node, f"min={lo}, max={hi}: a NaN bound")
+    biggest = float(np.finfo(np.float32).max)
+    lo = None if lo is not None and lo <= -biggest else lo
+    hi = None if hi is not None and hi >= biggest else hi
+    if lo is not None and hi is not None:
+        if lo >= hi:
+            _refuse(node, f"min={lo:g} is not below max={hi:g} (a constant output)")
+        return cv.call(node, nn.Hardtanh(lo, hi), x)
+    if lo is not None:
+        return cv.call(node, torch.clamp, x, min=lo)
+    if hi is not None:
+        return cv.call(node, torch.clamp, x, max=hi)
+    return x
+
+
+def _hard_sigmoid(cv, node, inputs, attrs):
+    """max(0, min(1, alpha x + beta)) -> x * alpha, + beta, nn.Hardtanh(0, 1), alpha and beta the
+    float32 numbers of the attributes."""
+    x = cv.computed(node, inputs[0])
+    scaled = cv.call(node, operator.mul, x, _float_attr(attrs, "alpha", 0.2))
+    shifted = cv.call(node, operator.add, scaled, _float_attr(attrs, "beta", 0.5))
+    return cv.call(node, nn.Hardtanh(0.0, 1.0), shifted)
+
+
+def _global_average_pool(cv, node, inputs, attrs):
+    x = cv.computed(node, inputs[0])
+    if len(x.shape) != 3:
+        _refuse(node, f"input of shape {x.shape} per sample; certify supports 2-D pooling of (C, H, W) only")
+    return cv.call(node, nn.AdaptiveAvgPool2d(1), x)
+
+
+def _pair_attr(node, attrs, name: str, default) -> tuple[int, int]:
+    value = tuple(int(v) for v in attrs.get(name, default))
+    if len(value) != 2:
+        _refuse(node, f"{name}={list(value)}; certify supports 2-D convolutions only")
+    return value
+
+
+def _conv_transpose(cv, node, inputs, attrs):
+    """-> nn.ConvTranspose2d; the kernel is (C_in, C_out / group, kh, kw) in both. The output size
+    must come from pads and output_padding (an output_shape attribute is refused)."""
+    x, w, b = (inputs + [None])[:3]
+    x = cv.computed(node, x)
+    weight = cv.weights(node, w, "the kernel")
+    if weight.dim() != 4 or len(x.shape) != 3:
+        _refuse(node, f"a kernel of shape {tuple(weight.shape)}; certify supports 2-D transposed "
+                      "convolutions only")
+    if "output_shape" in attrs:
+        _refuse(node, "output_shape (padding worked out from the output size); export with explicit pads "
+                      "and output_padding")
+    kernel = tuple(attrs.get("kernel_shape", weight.shape[2:]))
+    if kernel != tuple(weight.shape[2:]):
+        _refuse(node, f"kernel_shape {kernel} differs from the kernel's shape {tuple(weight.shape[2:])}")
+    padding = _padding(node, attrs)
+    stride = _pair_attr(node, attrs, "strides", (1, 1))
+    dilation = _pair_attr(node, attrs, "dilations", (1, 1))
+    output_padding = _pair_attr(node, attrs, "output_padding", (0, 0))
+    if min(stride + dilation) < 1 or min(padding + output_padding) < 0:
+        _refuse(node, f"strides {list(stride)}, dilations {list(dilation)}, pads {list(padding)} or "
+                      f"output_padding {list(output_padding)} out of range")
+    if any(o >= s and o >= d for o, s, d in zip(output_padding, stride, dilation)):
+        _refuse(node, f"output_padding {list(output_padding)} not smaller than the strides {list(stride)} "
+                      f"or the dilations {list(dilation)}")
+    groups = attrs.get("group", 1)
+    conv = nn.utils.skip_init(nn.ConvTranspose2d, weight.shape[0], weight.shape[1] * groups, kernel,
+                              stride=stride, padding=padding, output_padding=output_padding, groups=groups,
+                              dilation=dilation, bias=b is not None)
+    conv.weight.data = weight
+    if b is not None:
+        conv.bias.data = cv.weights(node, b, "the bias")
+    return cv.call(node, conv, x)
+
+
+def _int_list(node, value, what: str, most: int) -> list[int] | None:
+    """A constant list of integers (an input or an attribute); None when absent."""
+    if value is None:
+        return None
+    if isinstance(value, _Computed) or (isinstance(value, np.ndarray) and value.dtype.kind not in "iu"):
+        _refuse(node, f"{what} must be a constant of integers")
+    if np.size(value) > most:
+        _refuse(node, f"{what} of {np.size(value)} entries, more than the {most} that can apply here")
+    return [int(v) for v in np.reshape(value, -1)]
+
+
+def _onnx_axes(node, axes: list[int], rank: int) -> list[int]:
+    """ONNX axes in [0, rank), each once."""
+    if any(not -rank <= a < rank for a in axes):
+        _refuse(node, f"axes {axes} out of range for a value of rank {rank}")
+    axes = [a % rank for a in axes]
+    if len(set(axes)) != len(axes):
+        _refuse(node, f"axes {axes} name an axis twice")
+    return axes
+
+
+def _pad_amounts(node, inputs, attrs, rank: int) -> list[tuple[int, int]]:
+    """(begin, end) for each ONNX axis: pads (an input from opset 11, an attribute before) are
+    [x1_begin, x2_begin, ..., x1_end, x2_end, ...] over `axes` (an input from opset 18; all axes)."""
+    pads = inputs[1] if len(inputs) > 1 and inputs[1] is not None else None
+    pads = attrs.get("pads", attrs.get("paddings")) if pads is None else pads
+    pads = _int_list(node, pads, "pads", 2 * _MAX_RANK)
+    if pads is None:
+        _refuse(node, "no pads")
+    axes = _int_list(node, inputs[3] if len(inputs) > 3 else None, "axes", _MAX_RANK)
+    axes = list(range(rank)) if axes is None else _onnx_axes(node, axes, rank)
+    if len(pads) != 2 * len(axes):
+        _refuse(node, f"{len(pads)} pads for {len(axes)} axes")
+    amounts = [(0, 0)] * rank
+    for i, a in enumerate(axes):
+        amounts[a] = (pads[i], pads[i + len(axes)])
+    return amounts
+
+
+def _pad(cv, node, inputs, attrs):
+    """Constant padding of the two last axes of (N, C, H, W) values -> nn.ConstantPad2d((left, right,
+    top, bottom), value)."""
+    x = cv.computed(node, inputs[0])
+    mode = attrs.get("mode", "constant")
+    if mode != "constant":
+        _refuse(node, f"mode={mode}; certify converts constant padding only")
+    rank = cv.onnx_rank(x)
+    amounts = {cv.axis(node, a, rank): p for a, p in enumerate(_pad_amounts(node, inputs, attrs, rank))}
+    if cv.opset >= 11:
+        given = inputs[2] if len(inputs) > 2 else None
+        value = 0.0 if given is None else _scalar(cv, node, given, "constant_value")
+    else:
+        value = float(np.float32(attrs.get("value", 0.0)))
+    if not math.isfinite(value):
+        _refuse(node, f"constant_value {value}; certify pads with finite numbers only")
+    if min(min(p) for p in amounts.values()) < 0:
+        _refuse(node, f"negative pads {[amounts[d] for d in sorted(amounts)]} (cropping)")
+    if all(p == (0, 0) for p in amounts.values()):
+        return x
+    if x.example.dim() != 4 or amounts.get(0, (0, 0)) != (0, 0) or amounts[1] != (0, 0):
+        where = [amounts[d] for d in sorted(amounts)]
+        _refuse(node, f"pads (begin, end) {where} of a value of shape {x.shape} per sample; "
+                      "certify pads the last two axes of (C, H, W) values only")
+    (top, bottom), (left, right) = amounts[2], amounts[3]
+    return cv.call(node, nn.ConstantPad2d((left, right, top, bottom), value), x)
+
+
+_INT64_MAX = 2**63 - 1
+
+
+def _slice_ranges(cv, node, inputs, attrs, rank: int) -> dict[int, tuple[int, int, int]]:
+    """{ONNX axis: (start, end, step)} as written: inputs from opset 10, attributes before."""
+    if cv.opset >= 10:
+        starts, ends, axes, steps = ((inputs[i] if len(inputs) > i else None) for i in range(1, 5))
+    else:
+        starts, ends, axes, steps = attrs.get("starts"), attrs.get("ends"), attrs.get("axes"), None
+    named = ((starts, "starts"), (ends, "ends"), (axes, "axes"), (steps, "steps"))
+    starts, ends, axes, steps = (_int_list(node, v, what, _MAX_RANK) for v, what in named)
+    if starts is None or ends is None:
+        _refuse(node, "starts and ends are needed")
+    axes = list(range(len(starts))) if axes is None else axes
+    steps = [1] * len(starts) if steps is None else steps
+    if not len(starts) == len(ends) == len(axes) == len(steps):
+        _refuse(node, f"starts {starts}, ends {ends}, axes {axes} and steps {steps} differ in length")
+    if any(s <= 0 for s in steps):
+        _refuse(node, f"steps {steps}: certify supports positive steps only (a negative step reverses "
+                      "the axis; 0 is invalid)")
+    return dict(zip(_onnx_axes(node, axes, rank), zip(starts, ends, steps)))
+
+
+def _clamped(start: int, end: int, step: int, size: int) -> slice:
+    """ONNX's clamping for a positive step: negative positions count from the end, then both are
+    clamped to [0, size]. Python's slice then selects the same entries."""
+    start, end = (min(max(v + size if v < 0 else v, 0), size) for v in (start, end))
+    return slice(start, end, step)
+
+
+def _slice(cv, node, inputs, attrs):
+    """Of a shape (holding the batch size): sliced here. Of a computed value: operator.getitem(x, idx),
+    idx a tuple of one slice per axis (slice(None) for the batch and every axis kept whole)."""
+    x = inputs[0]
+    if isinstance(x, np.ndarray):
+        ranges = _slice_ranges(cv, node, inputs, attrs, x.ndim)
+        index = [slice(None)] * x.ndim
+        for a, (start, end, step) in ranges.items():
+            index[a] = _clamped(start, end, step, x.shape[a])
+        return x[tuple(index)]
+    x = cv.computed(node, x, "the sliced value")
+    rank = cv.onnx_rank(x)
+    index = [slice(None)] * x.example.dim()
+    for a, (start, end, step) in _slice_ranges(cv, node, inputs, attrs, rank).items():
+        d = cv.axis(node, a, rank)
+        if d == 0:
+            if (start, step) != (0, 1) or end < _INT64_MAX:
+                _refuse(node, f"slices the batch axis (starts {start}, ends {end}, steps {step})")
+            continue
+        size = x.example.shape[d]
+        part = _clamped(start, end, step, size)
+        if len(range(size)[part]) == 0:
+            _refuse(node, f"an empty result (axis {a} of size {size} sliced from {start} to {end})")
+        index[d] = slice(None) if (part.start, part.stop, part.step) == (0, size, 1) else part
+    if all(i == slice(None) for i in index):
+        return x
+    return cv.call(node, operator.getitem, x, tuple(index))
+
+
+def _split(cv, node, inputs, attrs):
+    """Along an axis other than the batch -> one operator.getitem(x, idx) per output. The sizes are
+    the split input (opset >= 13) or attribute (before); or, without them, num_outputs parts (opset 18;
+    the last one smaller when the axis does not divide) or as many equal parts as outputs."""
+    x = cv.computed(node, inputs[0])
+    rank = cv.onnx_rank(x)
+    dim = cv.axis(node, attrs.get("axis", 0), rank)
+    if dim == 0:
+        _refuse(node, "splits the batch axis")
+    size, count = x.example.shape[dim], len(node.output)
+    given = inputs[1] if len(inputs) > 1 and inputs[1] is not None else attrs.get("split")
+    if given is not None:
+        sizes = _int_list(node, given, "split sizes", count)
+    elif "num_outputs" in attrs:
+        if attrs["num_outputs"] != count:
+            _refuse(node, f"num_outputs={attrs['num_outputs']} for {count} outputs")
+        chunk = -(-size // count)
+        sizes = [chunk] * (count - 1) + [size - chunk * (count - 1)]
+    elif size % count:
+        _refuse(node, f"an axis of size {size} into {count} equal parts")
+    else:
+        sizes = [size // count] * count
+    if len(sizes) != count or sum(sizes) != size or min(sizes) <= 0:
+        _refuse(node, f"parts of sizes {sizes} for {count} outputs from an axis of size {size}; certify "
+                      "needs positive sizes that add up to the axis")
+    if count == 1:
+        return [x]
+    outputs, offset = [], 0
+    for n in sizes:
+        index = [slice(None)] * x.example.dim()
+        index[dim] = slice(offset, offset + n, 1)
+        outputs.append(cv.call(node, operator.getitem, x, tuple(index)))
+        offset += n
+    return outputs
+
+
+def _extremum(fn, bound: str):
+    """Max / Min of two computed values of one shape -> torch.maximum / torch.minimum; of a computed
+    value and a constant number -> torch.clamp(x, min=c) / torch.clamp(x, max=c)."""
+
+    def rule(cv, node, inputs, attrs):
+        if len(inputs) == 1:
+            return cv.computed(node, inputs[0])
+        if len(inputs) != 2:
+            _refuse(node, f"{len(inputs)} operands; certify supports two")
+        a, b = inputs
+        if isinstance(a, _Computed) and isinstance(b, _Computed):
+            if a.example.shape != b.example.shape:
+                _refuse(node, f"operands of different shapes ({a.shape} and {b.shape})")
+            return cv.call(node, fn, a, b)
+        x, c = (a, b) if isinstance(a, _Computed) else (b, a)
+        x = cv.computed(node, x)
+        if isinstance(c, np.ndarray) and c.ndim > cv.onnx_rank(x):
+            _refuse(node, f"a constant of shape {c.shape} broadcasts over the batch dimension")
+        return cv.call(node, torch.clamp, x, **{bound: _scalar(cv, node, c, "the constant operand")})
+
+    return rule
 
 
 def _folded(cv, node, inputs, attrs):
-    # Never reached: a Constant has no inputs, so it is always folded.
-    _refuse(node, "is evaluated only on constants")
+    """Constant never gets here (it has no inputs, so it is always folded); ConstantOfShape does for
+    a shape holding the batch size."""
+    _refuse(node, "is evaluated only on constants (not on values or shapes computed from the input)")
+
+
+def _cast(cv, node, inputs, attrs):
+    """Of constants: folded. Of a shape holding the batch size, to an integer type: that shape. Of a
+    computed value, to float32: the value itself."""
+    from onnx import TensorProto
+
+    x, to = inputs[0], attrs.get("to")
+    if isinstance(x, np.ndarray) and to in (TensorProto.INT64, TensorProto.INT32):
+        return x
+    if isinstance(x, _Computed) and to == TensorProto.FLOAT:
+        return x
+    _refuse(node, f"a cast to {TensorProto.DataType.Name(to) if to in TensorProto.DataType.values() else to} "
+                  "of a value computed from the input")
 
 
 def _needs_batch(rule):
@@ -782,11 +1149,27 @@ _RULES = {
     "Gemm": _needs_batch(_gemm),
     "MatMul": _matmul,
     "Conv": _needs_batch(_conv),
+    "ConvTranspose": _needs_batch(_conv_transpose),
     "Relu": _module(nn.ReLU),
+    "LeakyRelu": _leaky_relu,
+    "Elu": _elu,
+    "Softplus": _softplus,
+    "Sigmoid": _module(nn.Sigmoid),
+    "Tanh": _module(nn.Tanh),
+    "Clip": _clip,
+    "HardSigmoid": _hard_sigmoid,
+    "MaxPool": _needs_batch(_max_pool),
+    "GlobalAveragePool": _needs_batch(_global_average_pool),
     "Flatten": _needs_batch(_flatten),
     "Reshape": _reshape,
     "BatchNormalization": _needs_batch(_batch_norm),
     "AveragePool": _needs_batch(_average_pool),
+    "Pad": _pad,
+    "Slice": _slice,
+    "Split": _split,
+    "Concat": _concat,
+    "Max": _extremum(torch.maximum, "min"),
+    "Min": _extremum(torch.minimum, "max"),
     "Add": _binary(operator.add),
     "Sub": _binary(operator.sub),
     "Mul": _binary(operator.mul),
@@ -796,15 +1179,14 @@ _RULES = {
     "Squeeze": _squeeze,
     "Unsqueeze": _unsqueeze,
     "Transpose": _transpose,
-    # constants and shapes (Constant has no inputs, so it is always folded)
+    # constants and shapes (Constant has no inputs, so it is always folded; Concat and Slice of shapes
+    # are folded by their rules above; ConstantOfShape and Cast as torch exports F.pad's pads)
     "Constant": _folded,
+    "ConstantOfShape": _folded,
+    "Cast": _cast,
     "Shape": _shape,
     "Gather": _gather,
-    "Concat": _concat,
     # smoothing only: BoundedModel refuses these
-    "MaxPool": _needs_batch(_max_pool),
-    "Sigmoid": _module(nn.Sigmoid),
-    "Tanh": _module(nn.Tanh),
     "Softmax": _softmax(nn.Softmax),
     "LogSoftmax": _softmax(nn.LogSoftmax),
 }

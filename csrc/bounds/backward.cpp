@@ -57,6 +57,27 @@ const BackwardCache::Relu& BackwardCache::relu(int index) {
   return R;
 }
 
+const BackwardCache::Lines& BackwardCache::lines(int index) {
+  Lines& R = lines_[index];
+  if (!R.a_l.empty()) return R;
+  const Box& pre = boxes_[net_.layers[index].inputs[0]];
+  const int64_t n = static_cast<int64_t>(pre.lo.size());
+  R.a_l.resize(n);
+  R.b_l.resize(n);
+  R.a_u.resize(n);
+  R.b_u.resize(n);
+  const ActivationFn& fn = net_.layers[index].activation;
+#pragma omp parallel for schedule(static) if (n >= 64)
+  for (int64_t i = 0; i < n; ++i) {
+    const certify::bounds::Lines L = activation_relaxation(fn, pre.lo[i], pre.hi[i], sound_);
+    R.a_l[i] = L.a_l;
+    R.b_l[i] = L.b_l;
+    R.a_u[i] = L.a_u;
+    R.b_u[i] = L.b_u;
+  }
+  return R;
+}
+
 const std::vector<float>& BackwardCache::weighted_magnitude(int index, int64_t batch) {
   std::vector<float>& wm = weighted_[index];
   if (!wm.empty()) return wm;
@@ -117,6 +138,28 @@ inline void relu_run(float* __restrict a, const float* __restrict alpha, const f
       abs_sum += std::fabs(term);
       a[i] = v * (neg ? up : low);
     }
+  }
+  out.value += s;
+  out.abs_sum += abs_sum;
+  out.extra += err;
+}
+
+// A smooth activation's lines: lam >= 0 takes the lower line (a_l, b_l), lam < 0 the upper one.
+// value += sum lam * intercept, abs_sum += its |terms|, extra += |new lam| * m (every product is
+// rounded). Only the intercept of the side in use is read: the other may be infinite.
+inline void lines_run(float* __restrict a, const float* __restrict a_l, const float* __restrict b_l,
+                      const float* __restrict a_u, const float* __restrict b_u, const float* __restrict m, int64_t n,
+                      Sums& out) {
+  double s = 0, abs_sum = 0, err = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = a[i];
+    const bool pos = v >= 0;
+    const double term = double(v) * (pos ? b_l[i] : b_u[i]);
+    const float next = v * (pos ? a_l[i] : a_u[i]);
+    s += term;
+    abs_sum += std::fabs(term);
+    if (m) err += std::fabs(double(next)) * m[i];
+    a[i] = next;
   }
   out.value += s;
   out.abs_sum += abs_sum;
@@ -386,6 +429,52 @@ class Backward {
           if (sound_) slack_[r] += gamma64(size + 1) * sums.abs_sum + kU * sums.extra;
         }
         push(src, std::move(lam));
+        return;
+      }
+      case LayerKind::kActivation: {
+        if (lam.windowed && !same_map(L, net_.layers[src])) densify(L, lam, rows_);
+        const BackwardCache::Lines& lines = relax_.lines(index);
+        const float* m = sound_ ? relax_.magnitude(src).data() : nullptr;
+        const int64_t wid = width(L, lam);
+#pragma omp parallel for schedule(static)
+        for (int64_t r = 0; r < rows_; ++r) {
+          const int64_t off = batch_of_[r] * size;
+          float* a = lam.v.data() + r * wid;
+          Sums sums;
+          each_run(L, lam, r, [&](int64_t k, int64_t d, int64_t n, int64_t) {
+            lines_run(a + k, lines.a_l.data() + off + d, lines.b_l.data() + off + d, lines.a_u.data() + off + d,
+                      lines.b_u.data() + off + d, m ? m + off + d : nullptr, n, sums);
+          });
+          cst_[r] += sums.value;
+          if (sound_) slack_[r] += gamma64(size + 1) * sums.abs_sum + kU * sums.extra;
+        }
+        push(src, std::move(lam));
+        return;
+      }
+      case LayerKind::kGather: {
+        // Coefficients go back to the values they were copied from; where one value was copied
+        // to several outputs (multiplicity k), its coefficients are summed in float32: gamma_{k-1}
+        // of their magnitudes, against the value's magnitude.
+        densify(L, lam, rows_);
+        Rows fresh;
+        fresh.v.assign(rows_ * src_size, 0.0f);
+        const float* m = sound_ && L.multiplicity > 1 ? relax_.magnitude(src).data() : nullptr;
+        const double factor = gamma(std::max<int64_t>(L.multiplicity - 1, 0));
+#pragma omp parallel for schedule(static)
+        for (int64_t r = 0; r < rows_; ++r) {
+          const float* a = lam.v.data() + r * size;
+          float* out = fresh.v.data() + r * src_size;
+          const float* mb = m ? m + batch_of_[r] * src_size : nullptr;
+          double err = 0;
+          for (int64_t j = 0; j < size; ++j) {
+            const int64_t k = L.index[j];
+            if (k < 0) continue;
+            out[k] += a[j];
+            if (mb) err += std::fabs(double(a[j])) * mb[k];
+          }
+          if (mb) slack_[r] += factor * err;
+        }
+        push(src, std::move(fresh));
         return;
       }
       case LayerKind::kReshape:

@@ -47,7 +47,7 @@ class BackwardCache {
  public:
   BackwardCache(const Network& net, const std::vector<Box>& boxes, bool sound)
       : net_(net), boxes_(boxes), sound_(sound), magnitude_(net.layers.size()), relu_(net.layers.size()),
-        weighted_(net.layers.size()) {}
+        lines_(net.layers.size()), weighted_(net.layers.size()) {}
 
   const std::vector<float>& magnitude(int node);
 
@@ -56,6 +56,12 @@ class BackwardCache {
     std::vector<float> alpha, beta, icpt;
   };
   const Relu& relu(int index);
+
+  // The relaxation lines of each neuron of smooth activation `index` (activations.h).
+  struct Lines {
+    std::vector<float> a_l, b_l, a_u, b_u;
+  };
+  const Lines& lines(int index);
 
   // |W| m / (1 - gamma_q) for the Linear or Conv2d layer `index` (m: its input's magnitudes), the
   // weights of the coefficient product's rounding term (see _affine_backward in reference.py).
@@ -69,6 +75,7 @@ class BackwardCache {
   bool sound_;
   std::vector<std::vector<float>> magnitude_;
   std::vector<Relu> relu_;
+  std::vector<Lines> lines_;
   std::vector<std::vector<float>> weighted_;
 };
 

@@ -89,6 +89,27 @@ class PyNetwork {
     return add(std::move(L));
   }
 
+  // y[j] = x[index[j]], 0 where index[j] < 0 (Python checks multiplicity; it is re-derived here).
+  int add_gather(int src, const py::array_t<int64_t, py::array::c_style | py::array::forcecast>& index) {
+    const int64_t n_in = size_of(check(src));
+    Layer L{LayerKind::kGather, {src}, static_cast<int64_t>(index.size())};
+    L.index.assign(index.data(), index.data() + index.size());
+    std::vector<int64_t> count(n_in, 0);
+    for (int64_t k : L.index) {
+      if (k >= n_in) throw std::invalid_argument("gather: index beyond the input");
+      if (k >= 0) L.multiplicity = std::max(L.multiplicity, ++count[k]);
+    }
+    return add(std::move(L));
+  }
+
+  int add_activation(int src, int kind, double alpha, double lower_margin) {
+    if (kind < 0 || kind > 5) throw std::invalid_argument("activation: unknown kind");
+    if (!(alpha > 0) || !(lower_margin >= 0)) throw std::invalid_argument("activation: bad alpha or margin");
+    Layer L = elementwise(LayerKind::kActivation, src);
+    L.activation = ActivationFn{static_cast<Smooth>(kind), alpha, lower_margin};
+    return add(std::move(L));
+  }
+
   int add_add(int a, int b) {
     if (size_of(check(a)) != size_of(check(b))) throw std::invalid_argument("add: sizes differ");
     Layer L = elementwise(LayerKind::kAdd, a);
@@ -270,6 +291,24 @@ class PyNetwork {
   Network net_;
 };
 
+// The relaxation of certify.bounds.activations in C++, elementwise (for the tests' comparison).
+py::tuple activation_lines(int kind, double alpha, double lower_margin, const FArray& lower, const FArray& upper,
+                           bool sound) {
+  if (kind < 0 || kind > 5 || lower.size() != upper.size()) throw std::invalid_argument("activation_lines: bad input");
+  const ActivationFn fn{static_cast<Smooth>(kind), alpha, lower_margin};
+  const int64_t n = lower.size();
+  py::array_t<float> a_l(n), b_l(n), a_u(n), b_u(n), lo(n), hi(n);
+  for (int64_t i = 0; i < n; ++i) {
+    const Lines L = activation_relaxation(fn, lower.data()[i], upper.data()[i], sound);
+    a_l.mutable_data()[i] = L.a_l;
+    b_l.mutable_data()[i] = L.b_l;
+    a_u.mutable_data()[i] = L.a_u;
+    b_u.mutable_data()[i] = L.b_u;
+    activation_range(fn, lower.data()[i], upper.data()[i], sound, lo.mutable_data() + i, hi.mutable_data() + i);
+  }
+  return py::make_tuple(a_l, b_l, a_u, b_u, lo, hi);
+}
+
 }  // namespace
 
 void bind(py::module_& m) {
@@ -286,6 +325,8 @@ void bind(py::module_& m) {
       .def("add_reshape", &PyNetwork::add_reshape)
       .def("add_affine", &PyNetwork::add_affine)
       .def("add_add", &PyNetwork::add_add)
+      .def("add_gather", &PyNetwork::add_gather)
+      .def("add_activation", &PyNetwork::add_activation)
       .def("compute", &PyNetwork::compute, py::arg("centre"), py::arg("eps"), py::arg("box_lower"),
            py::arg("box_upper"), py::arg("norm"), py::arg("method"), py::arg("sound"), py::arg("spec"),
            py::arg("rows_form") = 0)
@@ -295,6 +336,8 @@ void bind(py::module_& m) {
            py::arg("keep_through"), py::arg("seconds"), py::arg("rows_form") = 0)
       .def("ibp_output_box", &PyNetwork::ibp_output_box, py::arg("box_lower"), py::arg("box_upper"), py::arg("sound"))
       .def_property_readonly("num_layers", &PyNetwork::num_layers);
+  m.def("activation_lines", &activation_lines, py::arg("kind"), py::arg("alpha"), py::arg("lower_margin"),
+        py::arg("lower"), py::arg("upper"), py::arg("sound"));
 }
 
 }  // namespace bounds

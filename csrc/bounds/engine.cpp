@@ -149,19 +149,22 @@ struct Tightening {
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
 };
 
-// CROWN bounds on every ReLU's input, in order, for the (input, neuron) pairs that IBP leaves
+// CROWN bounds on every ReLU's and smooth activation's input, in order, for the (input, neuron) pairs that IBP leaves
 // unstable; each layer's new bounds feed the next (Zhang et al. 2018).
 void tighten_intermediate(const Network& net, std::vector<Box>& boxes, const InputSet& input, int64_t batch,
                           bool sound, RowForm form, const Tightening& limits = Tightening{}) {
   for (int k = 1; k < static_cast<int>(net.layers.size()); ++k) {
-    if (net.layers[k].kind != LayerKind::kReLU) continue;
+    const bool relu = net.layers[k].kind == LayerKind::kReLU;
+    if (!relu && net.layers[k].kind != LayerKind::kActivation) continue;
     const int pre = net.layers[k].inputs[0];
     if (pre <= limits.keep_through) continue;
     const int64_t size = net.layers[pre].size;
     Box& box = boxes[pre];
+    // The neurons tighter bounds can help: a ReLU's unstable ones, every non-point interval of a
+    // smooth activation.
     std::vector<int64_t> unstable;  // flat (b, j) indices
     for (int64_t i = 0; i < batch * size; ++i)
-      if (box.lo[i] < 0 && box.hi[i] > 0) unstable.push_back(i);
+      if (relu ? (box.lo[i] < 0 && box.hi[i] > 0) : box.lo[i] < box.hi[i]) unstable.push_back(i);
     if (unstable.empty()) continue;
     const UnitRows units(net, pre, form);
     BackwardCache relax(net, boxes, sound);  // back-substitution reads only the nodes below `pre`

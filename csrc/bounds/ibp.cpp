@@ -165,6 +165,27 @@ Box ibp_step(const Network& net, int index, const std::vector<Box>& boxes, int64
       }
       return out;
     }
+    case LayerKind::kGather: {  // copies, and exact zeros
+      const int64_t n_in = net.layers[L.inputs[0]].size;
+      out.lo.assign(batch * size, 0.0f);
+      out.hi.assign(batch * size, 0.0f);
+      for (int64_t b = 0; b < batch; ++b)
+        for (int64_t j = 0; j < size; ++j) {
+          const int64_t k = L.index[j];
+          if (k < 0) continue;
+          out.lo[b * size + j] = in.lo[b * n_in + k];
+          out.hi[b * size + j] = in.hi[b * n_in + k];
+        }
+      return out;
+    }
+    case LayerKind::kActivation: {
+      const int64_t n = static_cast<int64_t>(in.lo.size());
+      out.lo.resize(n);
+      out.hi.resize(n);
+#pragma omp parallel for schedule(static) if (n >= 256)
+      for (int64_t i = 0; i < n; ++i) activation_range(L.activation, in.lo[i], in.hi[i], sound, &out.lo[i], &out.hi[i]);
+      return out;
+    }
     case LayerKind::kInput:
       break;
   }

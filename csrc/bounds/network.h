@@ -11,10 +11,12 @@
 #include <utility>
 #include <vector>
 
+#include "bounds/activations.h"
+
 namespace certify {
 namespace bounds {
 
-enum class LayerKind { kInput, kLinear, kConv2d, kReLU, kReshape, kAffine, kAdd };
+enum class LayerKind { kInput, kLinear, kConv2d, kReLU, kReshape, kAffine, kAdd, kGather, kActivation };
 
 struct ConvShape {
   int64_t c_in = 0, h_in = 0, w_in = 0, c_out = 0, h_out = 0, w_out = 0;
@@ -37,6 +39,11 @@ struct Layer {
   int64_t map_c = 0, map_h = 0, map_w = 0;
   // Affine: y = s x + t with the reals s in [s_lo, s_hi], t in [t_lo, t_hi], each of `size`.
   std::vector<float> s_lo, s_hi, t_lo, t_hi;
+  // Gather: y[j] = x[index[j]] (0 where index[j] < 0); multiplicity: the most j reading one x.
+  std::vector<int64_t> index;
+  int64_t multiplicity = 0;
+  // Activation: the smooth function (activations.h).
+  ActivationFn activation;
 };
 
 struct Network {

@@ -21,6 +21,15 @@ x', and ŷ_k the value a float32 forward pass computes for it. Then |ŷ_k - y_k|
     normalisation: x - c, x / c or x * (1 / c), x * c, x + c with c rounded to float32 first or not;
     average pooling: a float32 sum of the k*k window, then divided by (or multiplied by 1/) k*k);
   - ReLU, flatten and residual additions as such (ReLU exactly, an addition rounded once);
+  - the operations graph.py writes with ReLUs, Gathers and affine layers (max-pooling, max / min,
+    clamps, LeakyReLU, hard sigmoid, slicing, padding, concatenation, transposed convolutions) as
+    torch runs them: exactly (selections, copies, comparisons) or with at most the roundings the
+    rules below allow for their parts (LeakyReLU's product, hard sigmoid's (x + 3) / 6, a transposed
+    convolution's sums of products). The model's value is then the graph's exact function of the
+    model's own float32 intermediate values, and every rule below bounds the propagation of input
+    errors through its layer (|s| e, e_a + e_b, e through ReLU and Gather), so the bounds hold for it.
+    Smooth activations (sigmoid, tanh, ...) are not covered: torch's float32 versions have no
+    documented error bound, and inference="float32" refuses them;
   - in IEEE float32 with round-to-nearest, with or without flushing subnormal results to zero and
     treating subnormal inputs as zero.
 
@@ -81,7 +90,7 @@ import contextlib
 import torch
 
 from certify.bounds import reference
-from certify.bounds.graph import Add, Conv2d, ElementwiseAffine, Graph, Input, Linear, ReLU, Reshape
+from certify.bounds.graph import Activation, Add, Conv2d, ElementwiseAffine, Gather, Graph, Input, Linear, ReLU, Reshape
 from certify.bounds.reference import InputSet, abs_max, to_f32_down
 
 __all__ = ["error_bounds", "output_error", "float32_margins", "UNIT_ROUNDOFF", "AFFINE_OPS", "SAFETY"]
@@ -179,6 +188,15 @@ def _propagate(graph: Graph, boxes: list) -> list[torch.Tensor]:
             magnitude = mags[a] + mags[b]
             e = errors[a] + errors[b] + UNIT_ROUNDOFF * magnitude + TINY
             keep(_finish(e, magnitude, 1), k)
+        elif isinstance(layer, Gather):  # copies and exact zeros: the errors move with the values
+            flat = errors[src].reshape(batch, -1)
+            index = layer.index.to(flat.device)
+            moved = torch.where(index >= 0, flat[:, index.clamp(min=0)], torch.zeros_like(flat[:, :1]))
+            keep(moved.reshape(batch, *node.shape), k)
+        elif isinstance(layer, Activation):
+            raise ValueError(f"inference='float32' does not cover smooth activations ({layer.name} at "
+                             f"'{node.where}'): torch's float32 {layer.name} has no documented error bound; "
+                             "use inference='exact'")
         else:
             raise TypeError(f"no float32 error rule for {type(layer).__name__}")
     return errors

@@ -97,6 +97,8 @@ def optimize(graph: Graph, input_set: InputSet, spec: torch.Tensor, boxes: list,
                     best_betas[k] = torch.where(_rows_like(better, b), b, best_betas[k])
             if step == iterations or (deadline is not None and time.monotonic() > deadline):
                 break
+            if not lower.requires_grad:  # these rows meet none of the slopes (another branch's ReLUs)
+                break
             optimiser.step(torch.autograd.grad(-lower[torch.isfinite(lower)].sum(), optimiser.params,
                                                allow_unused=True))
             with torch.no_grad():  # the projection onto the valid parameters

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from bound_models import MODELS, build
+from bound_models import MODELS, ZOO, build
 from torch import nn
 
 import certify
@@ -67,7 +67,7 @@ def test_mlp_sweep_native_matches_twin(width, depth, batch, sound):
             assert agree(a, b), (method, norm)
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", list(MODELS) + list(ZOO))
 def test_model_zoo_native_matches_twin(name):
     model, shape = build(name, seed=3)
     native = certify.BoundedModel(model, shape, engine="native")

@@ -551,15 +551,28 @@ class _Builder:
         """min(max(x, lo), hi) with ReLUs: lo + relu(x - lo), then hi - relu(hi - that); lo and hi
         float32 constants (scalars or arrays broadcasting to x), as torch compares with them."""
         shape = self.graph.nodes[src].shape
-        lo = None if lo is None else np.asarray(lo, dtype=np.float32).astype(np.float64)
-        hi = None if hi is None else np.asarray(hi, dtype=np.float32).astype(np.float64)
+
+        def constant(c):
+            if c is None:
+                return None
+            c = np.asarray(c, dtype=np.float32).astype(np.float64)
+            c = c.reshape(c.shape[1:]) if c.ndim == len(shape) + 1 and c.shape[0] == 1 else c  # a batch of 1
+            try:
+                if np.broadcast_shapes(c.shape, shape) != shape:
+                    raise ValueError
+            except ValueError:
+                raise UnsupportedModelError(f"a clamp at '{where}' by a constant of shape {c.shape} that does not "
+                                            f"broadcast to the values' shape {shape}") from None
+            if np.isnan(c).any():
+                raise UnsupportedModelError(f"a clamp at '{where}' by NaN")
+            return c
+
+        lo, hi = constant(lo), constant(hi)
         if lo is not None and hi is not None and bool(np.any(lo > hi)):
             raise UnsupportedModelError(f"a clamp at '{where}' with min > max")
 
         def affine(x, scale, shift, suffix):
-            layer = exact_affine(np.full(1, scale), shift, exact=True)
-            torch.broadcast_shapes(layer.t_lo.shape, shape)
-            return self.graph.add(layer, (x,), shape, where + suffix)
+            return self.graph.add(exact_affine(np.full(1, scale), shift, exact=True), (x,), shape, where + suffix)
 
         x = src
         if lo is not None:  # max(x, lo) = lo + relu(x - lo)

@@ -397,3 +397,135 @@ def robust(model, x, label, eps, *, norm="linf", domain=None, time_limit=60, tig
             return "not robust"
         lower = min(lower, s.dual_bound)
     return "robust" if lower > tol else "within tol"
+
+
+# ---------------------------------------------------------------------------- certify graphs
+def graph_min_margins(graph, x, label, eps, *, domain=None, time_limit=60) -> np.ndarray:
+    """min over the l_inf set of logit[label] - logit[j] for every class j (+inf at the label), by
+    MILP over a traced certify.bounds.graph.Graph: the DAGs that max-pooling, clamps and the other
+    operators written with ReLUs and Gathers become (layers_of takes chains of dense layers only).
+
+    Each node's values are variables: Linear / Conv2d (as its dense matrix, applied to the identity
+    basis in float64: exact), Reshape (the same variables), ElementwiseAffine (the midpoint of its
+    interval: the real constant is within one float32 ulp of it, so the oracle is exact up to ~1e-7
+    relative there, like HiGHS's own tolerances), Add, Gather (copies and zeros) and ReLU (big-M, from
+    float64 interval bounds widened by WIDEN). Smooth activations are refused. The graph's semantics
+    against the model are checked on their own (tests: a point box evaluates to the model's output)."""
+    from certify.bounds.graph import Add, Conv2d, ElementwiseAffine, Gather, Input, Linear, ReLU, Reshape
+
+    _, lo, hi = _input_box(x, eps, "linf", domain)
+    rows, cols, vals, row_lo, row_hi = [], [], [], [], []
+    var_lo, var_hi, integ = [lo], [hi], [np.zeros(lo.size)]
+    index = [np.arange(lo.size)]
+    box = [(lo, hi)]
+    nvar = lo.size
+
+    def new(n, low, high, integer=False):
+        nonlocal nvar
+        idx = np.arange(nvar, nvar + n)
+        nvar += n
+        var_lo.append(np.broadcast_to(low, n).astype(float))
+        var_hi.append(np.broadcast_to(high, n).astype(float))
+        integ.append(np.full(n, 1.0 if integer else 0.0))
+        return idx
+
+    def row(entries, lower, upper):
+        r = len(row_lo)
+        for c, v in entries:
+            if v != 0.0:
+                rows.append(r)
+                cols.append(int(c))
+                vals.append(float(v))
+        row_lo.append(lower)
+        row_hi.append(upper)
+
+    def affine_node(src, W, b):
+        l_in, h_in = box[src]
+        Wp, Wn = np.maximum(W, 0), np.minimum(W, 0)
+        mag = 1.0 + np.abs(W) @ np.maximum(np.abs(l_in), np.abs(h_in)) + np.abs(b)
+        l = Wp @ l_in + Wn @ h_in + b - WIDEN * mag
+        h = Wp @ h_in + Wn @ l_in + b + WIDEN * mag
+        out = new(W.shape[0], l, h)
+        for i in range(W.shape[0]):
+            nz = np.flatnonzero(W[i])
+            row([(out[i], 1.0)] + [(index[src][j], -W[i, j]) for j in nz], b[i], b[i])
+        return out, (l, h)
+
+    for k, node in enumerate(graph.nodes):
+        layer = node.layer
+        if isinstance(layer, Input):
+            continue
+        src = node.inputs[0]
+        if isinstance(layer, Linear):
+            out, bx = affine_node(src, _float64(layer.weight), _float64(layer.bias))
+        elif isinstance(layer, Conv2d):
+            shape = graph.nodes[src].shape
+            n = int(np.prod(shape))
+            basis = torch.eye(n, dtype=torch.float64).reshape(n, *shape)
+            with torch.no_grad():
+                images = torch.nn.functional.conv2d(basis, layer.weight.double(), None, layer.stride, layer.padding,
+                                                    layer.dilation, layer.groups)
+            W = images.reshape(n, -1).T.numpy().copy()
+            b = np.repeat(_float64(layer.bias), int(np.prod(node.shape[1:])))
+            out, bx = affine_node(src, W, b)
+        elif isinstance(layer, ElementwiseAffine):
+            size = node.size
+            s = np.broadcast_to(((_float64(layer.s_lo) + _float64(layer.s_hi)) / 2), node.shape).reshape(-1)
+            t = np.broadcast_to(((_float64(layer.t_lo) + _float64(layer.t_hi)) / 2), node.shape).reshape(-1)
+            out, bx = affine_node(src, np.diag(s), t) if size <= 4096 else (None, None)
+            if out is None:
+                raise ValueError("graph_min_margins: an affine layer of more than 4096 values")
+        elif isinstance(layer, Add):
+            a, b2 = node.inputs
+            l, h = box[a][0] + box[b2][0], box[a][1] + box[b2][1]
+            mag = 1.0 + np.maximum(np.abs(l), np.abs(h))
+            l, h = l - WIDEN * mag, h + WIDEN * mag
+            out = new(node.size, l, h)
+            for i in range(node.size):
+                row([(out[i], 1.0), (index[a][i], -1.0), (index[b2][i], -1.0)], 0.0, 0.0)
+            bx = (l, h)
+        elif isinstance(layer, Reshape):
+            out, bx = index[src], box[src]
+        elif isinstance(layer, Gather):
+            g = layer.index.numpy()
+            l = np.where(g >= 0, box[src][0][np.maximum(g, 0)], 0.0)
+            h = np.where(g >= 0, box[src][1][np.maximum(g, 0)], 0.0)
+            out = new(node.size, l, h)
+            for i, j in enumerate(g.tolist()):
+                row([(out[i], 1.0)] + ([(index[src][j], -1.0)] if j >= 0 else []), 0.0, 0.0)
+            bx = (l, h)
+        elif isinstance(layer, ReLU):
+            l, h = box[src]
+            out = new(node.size, np.maximum(l, 0), np.maximum(h, 0))
+            for i in range(node.size):
+                z, a = index[src][i], out[i]
+                if l[i] >= 0:
+                    row([(a, 1.0), (z, -1.0)], 0.0, 0.0)
+                elif h[i] <= 0:
+                    continue  # a's bounds are [0, 0]
+                else:
+                    d = new(1, 0.0, 1.0, integer=True)[0]
+                    row([(a, 1.0), (z, -1.0)], 0.0, np.inf)  # a >= z
+                    row([(a, 1.0), (d, -h[i])], -np.inf, 0.0)  # a <= u d
+                    row([(a, 1.0), (z, -1.0), (d, -l[i])], -np.inf, -l[i])  # a <= z - l (1 - d)
+            bx = (np.maximum(l, 0), np.maximum(h, 0))
+        else:
+            raise ValueError(f"graph_min_margins: no MILP encoding for {type(layer).__name__}")
+        index.append(out)
+        box.append(bx)
+    bounds = Bounds(np.concatenate(var_lo), np.concatenate(var_hi))
+    A = coo_array((vals, (rows, cols)), shape=(len(row_lo), nvar)).tocsr()
+    constraints = [LinearConstraint(A, np.array(row_lo), np.array(row_hi))]
+    integrality = np.concatenate(integ)
+    logits = index[-1]
+    margins = np.full(len(logits), np.inf)
+    for j in range(len(logits)):
+        if j == int(label):
+            continue
+        c = np.zeros(nvar)
+        c[logits[int(label)]], c[logits[j]] = 1.0, -1.0
+        res = milp(c, integrality=integrality, bounds=bounds, constraints=constraints,
+                   options={"time_limit": float(time_limit), "mip_rel_gap": 0.0, "disp": False})
+        _check_status(res, time_limit)
+        margins[j] = float(res.fun)
+    return margins

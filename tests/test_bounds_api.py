@@ -139,9 +139,10 @@ def test_view_with_size_and_functional_relu_trace():
 @pytest.mark.parametrize(
     "module,match",
     [
-        (nn.Sequential(nn.Linear(4, 4), nn.Sigmoid()), "Sigmoid"),
-        (nn.Sequential(nn.Linear(4, 4), nn.Tanh()), "Tanh"),
-        (nn.Sequential(nn.Unflatten(1, (2, 2)), nn.MaxPool2d(2)), "Unflatten"),
+        (nn.Sequential(nn.Linear(4, 4), nn.Softmax(dim=1)), "Softmax"),
+        (nn.Sequential(nn.Linear(4, 4), nn.LogSigmoid()), "LogSigmoid"),
+        (nn.Sequential(nn.Linear(4, 4), nn.GELU(approximate="tanh")), "approximate='tanh'"),
+        (nn.Sequential(nn.Unflatten(1, (1, 2, 2)), nn.Upsample(scale_factor=2, mode="bilinear")), "bilinear"),
     ],
 )
 def test_unsupported_operations_are_named(module, match):
@@ -150,16 +151,17 @@ def test_unsupported_operations_are_named(module, match):
 
 
 def test_unsupported_function_is_named_with_its_location():
-    class UsesTanh(nn.Module):
+    class UsesProduct(nn.Module):
         def __init__(self):
             super().__init__()
             self.fc = nn.Linear(3, 2)
 
         def forward(self, x):
-            return torch.tanh(self.fc(x))
+            h = self.fc(x)
+            return h * torch.tanh(h)
 
-    with pytest.raises(UnsupportedModelError, match="tanh.*at 'tanh'"):
-        certify.BoundedModel(UsesTanh().eval(), (3,))
+    with pytest.raises(UnsupportedModelError, match="'mul' of two computed values .* at 'mul'"):
+        certify.BoundedModel(UsesProduct().eval(), (3,))
 
 
 def test_bad_arguments():

@@ -10,7 +10,7 @@ import torch
 
 from certify import _checks
 from certify.bounds import float32, reference
-from certify.bounds.graph import Graph, trace
+from certify.bounds.graph import Graph, operator_list, trace
 from certify.bounds.native import NativeEngine
 from certify.bounds.reference import InputSet, down, margin_spec, to_f32_down, to_f32_up, up
 
@@ -38,9 +38,13 @@ class BoundedModel:
     """A traced copy of `model` (an nn.Module in eval mode) for bound propagation.
 
     input_shape: one input's shape, without the batch dimension.
-    Supported layers: Linear, Conv2d (stride, padding, dilation, groups), ReLU, Flatten / view /
-    reshape, BatchNorm1d/2d (eval), AvgPool2d, Identity, Dropout (eval), residual additions, and
-    input normalisation by constants. Others raise certify.bounds.UnsupportedModelError naming them.
+    Supported operators (the table certify.bounds.graph.OPERATORS, which README.md shows with the
+    methods per operator):
+{operators}
+    Others raise certify.bounds.UnsupportedModelError naming the operation and where it occurs.
+    Smooth activations are relaxed by tangent and chord lines (certify.bounds.activations); branch
+    and bound splits ReLUs (those of max-pooling and the clamps too) and, below 21 input
+    dimensions, the input box, but not smooth activations; inference="float32" refuses them.
 
     Every method takes `sound=True` (default): bounds hold in exact arithmetic for the network as
     a real-valued function of its float32 parameters; `sound=False` gives plain float32 bounds.
@@ -323,3 +327,6 @@ class BoundedModel:
             hi = torch.where(open_ & ~ok, mid, hi)
             open_ = open_ & ((hi - lo) > tol)
         return torch.where(ok_at_zero | at_max, lo, torch.zeros_like(lo))
+
+
+BoundedModel.__doc__ = BoundedModel.__doc__.replace("{operators}", operator_list())

@@ -402,16 +402,21 @@ class _Backward:
 
     def _activation_step(self, index: int, node, lam: torch.Tensor) -> None:
         """The relaxation lines of certify.bounds.activations: a_l, b_l where the coefficient is
-        >= 0 (a lower bound needs f from below), a_u, b_u where it is < 0."""
+        >= 0 (a lower bound needs f from below), a_u, b_u where it is < 0. alpha-CROWN: slopes
+        given for this node, (B, K, 2, *shape) (lower, upper), replace the lines' slopes per row;
+        any slope gives valid lines once its intercepts come from activations.intercepts."""
         lower, upper = self.boxes[node.inputs[0]]
-        a_l, b_l, a_u, b_u = activations.relaxation(node.layer.fn, lower, upper, self.sound)
+        fn = node.layer.fn
+        a_l, b_l, a_u, b_u = (t.unsqueeze(1) for t in activations.relaxation(fn, lower, upper, self.sound))
         if self.record is not None:
             self.record[index] = lam
+        slope = self.slopes.get(index)
+        if slope is not None:
+            a_l, b_l, a_u, b_u = _optimised_lines(fn, lower, upper, slope, (a_l, b_l, a_u, b_u), self.sound)
         positive = lam >= 0
-        new = torch.where(positive, lam * a_l.unsqueeze(1), lam * a_u.unsqueeze(1))
+        new = torch.where(positive, lam * a_l, lam * a_u)
         # the intercept of the side in use only: the other may be infinite (softplus above, say)
-        terms = torch.where(positive, lam.double() * b_l.double().unsqueeze(1),
-                            lam.double() * b_u.double().unsqueeze(1)).flatten(2)
+        terms = torch.where(positive, lam.double() * b_l.double(), lam.double() * b_u.double()).flatten(2)
         self.add_const(terms.sum(-1), terms.abs().sum(-1), terms.shape[-1])
         if self.sound:  # the rounding of each coefficient product
             m = self.magnitude(node.inputs[0]).unsqueeze(1)
@@ -438,6 +443,23 @@ class _Backward:
             self.slack += gamma64(n + 1) * (flat.abs() * x64.abs()).sum(-1)
             self.slack += gamma64(n + 2) * eps.double().unsqueeze(1) * norm * 2
         return value
+
+
+def _optimised_lines(fn, lower, upper, slope, fixed, sound: bool):
+    """Lines with the slopes of alpha-CROWN's parameters, (B, K, *shape) each: slope[:, :, 0] the
+    lower line's, slope[:, :, 1] the upper's, as float32; intercepts from activations.intercepts
+    (sound: its margins and outward rounding; plain: differentiable in the slopes). Points and
+    infinite intervals keep the fixed lines (slope 0 and f's range)."""
+    a_l, a_u = slope[:, :, 0], slope[:, :, 1]
+    proper = ((lower < upper) & torch.isfinite(lower) & torch.isfinite(upper)).unsqueeze(1)
+    l64 = torch.where(proper, lower.unsqueeze(1), torch.zeros_like(lower.unsqueeze(1))).double().expand_as(a_l)
+    u64 = torch.where(proper, upper.unsqueeze(1), torch.ones_like(upper.unsqueeze(1))).double().expand_as(a_l)
+    b_l = activations.intercepts(fn, l64, u64, a_l.double(), sound)[0]
+    b_u = activations.intercepts(fn, l64, u64, a_u.double(), sound)[1]
+    b_l, b_u = (to_f32_down(b_l), to_f32_up(b_u)) if sound else (b_l.float(), b_u.float())
+    f_a_l, f_b_l, f_a_u, f_b_u = fixed
+    return (torch.where(proper, a_l, f_a_l), torch.where(proper, b_l, f_b_l),
+            torch.where(proper, a_u, f_a_u), torch.where(proper, b_u, f_b_u))
 
 
 def _conv_transpose(layer: Conv2d, lam: torch.Tensor, src_shape) -> torch.Tensor:

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
-from certify.bounds.graph import Graph, ReLU
+from certify.bounds import activations
+from certify.bounds.graph import Activation, Graph, ReLU
 from certify.bounds.reference import InputSet, backward, ibp, identity_spec, tighten_intermediate
 
 __all__ = ["Optimized", "AlphaEngine", "relu_nodes", "initial_slopes", "optimize", "optimize_intermediate", "split_terms"]
@@ -39,6 +40,10 @@ def relu_nodes(graph: Graph) -> list[int]:
     return [i for i, node in enumerate(graph.nodes) if isinstance(node.layer, ReLU)]
 
 
+def activation_nodes(graph: Graph) -> list[int]:
+    return [i for i, node in enumerate(graph.nodes) if isinstance(node.layer, Activation)]
+
+
 def initial_slopes(graph: Graph, boxes: list, rows: int, through: int | None = None) -> dict:
     """CROWN's adaptive choice (1 where u > -l, else 0), one copy per spec row: the starting point,
     so the first iterate is CROWN's bound and the optimum is never looser. through: only the ReLUs
@@ -50,6 +55,14 @@ def initial_slopes(graph: Graph, boxes: list, rows: int, through: int | None = N
             continue
         lower, upper = boxes[graph.nodes[i].inputs[0]]
         slope = (upper > -lower).to(torch.float32)
+        slopes[i] = slope.unsqueeze(1).expand(-1, rows, *slope.shape[1:]).clone()
+    # smooth activations: both lines' slopes, (B, K, 2, *shape), from CROWN's lines
+    for i in activation_nodes(graph):
+        if through is not None and i > through:
+            continue
+        lower, upper = boxes[graph.nodes[i].inputs[0]]
+        a_l, _, a_u, _ = activations.relaxation(graph.nodes[i].layer.fn, lower, upper, sound=False)
+        slope = torch.stack([a_l, a_u], 1)
         slopes[i] = slope.unsqueeze(1).expand(-1, rows, *slope.shape[1:]).clone()
     return slopes
 
@@ -74,9 +87,11 @@ def optimize(graph: Graph, input_set: InputSet, spec: torch.Tensor, boxes: list,
     batch, rows = spec.shape[:2]
     last = len(graph.nodes) - 1 if start is None else start
     signs = {k: s for k, s in (signs or {}).items() if k < last}
-    first = (initial_slopes(graph, boxes, rows, through=last) if slopes is None
-             else {i: s.detach().clone() for i, s in slopes.items() if i <= last})
+    first = initial_slopes(graph, boxes, rows, through=last)
+    if slopes is not None:  # a warm start (a parent domain's), for the nodes it has
+        first.update({i: s.detach().clone() for i, s in slopes.items() if i <= last})
     params = {i: s.requires_grad_() for i, s in first.items()}
+    smooth = set(activation_nodes(graph))
     betas = {k: torch.zeros(batch, rows, *s.shape[1:], requires_grad=True) for k, s in signs.items()}
     best = torch.full((batch, rows), -float("inf"))
     best_slopes = {i: s.detach().clone() for i, s in params.items()}
@@ -102,8 +117,10 @@ def optimize(graph: Graph, input_set: InputSet, spec: torch.Tensor, boxes: list,
             optimiser.step(torch.autograd.grad(-lower[torch.isfinite(lower)].sum(), optimiser.params,
                                                allow_unused=True))
             with torch.no_grad():  # the projection onto the valid parameters
-                for s in params.values():
-                    s.clamp_(0, 1)
+                for i, s in params.items():
+                    # ReLU lower slopes lie in [0, 1]; any slope of a smooth activation is valid
+                    # (its intercepts follow it), kept to a sane range
+                    s.clamp_(0, 1) if i not in smooth else s.clamp_(-4, 4)
                 for b in betas.values():
                     b.clamp_(min=0)
     record: dict = {}
@@ -126,7 +143,7 @@ def optimize_intermediate(graph: Graph, input_set: InputSet, boxes: list, *, ite
     boxes: sound boxes of every node (e.g. CROWN's, tighten_intermediate). clamp: as for
     tighten_intermediate (branch and bound's splits)."""
     signs = signs or {}
-    relus = relu_nodes(graph)
+    relus = relu_nodes(graph) + activation_nodes(graph)  # the nodes with slopes to optimise
 
     def lower_bounds(start, spec, current, const):
         keep = torch.full(spec.shape[:2], -float("inf"))  # a bound that leaves the boxes as they are

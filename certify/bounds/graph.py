@@ -959,10 +959,16 @@ def operator_list() -> str:
     return "\n".join(f"      - {name}: {forms}" for name, forms, *_ in OPERATORS)
 
 
-def operator_table() -> str:
-    """The README's table: per operator, its forms and the methods that bound it."""
+def operator_table(ratios: dict | None = None) -> str:
+    """The README's table: per operator, its forms and the methods that bound it. ratios: operator
+    -> {method column: mean width ratio} (benchmarks/bench_operators.py), shown in place of "yes"."""
     head = "| operator | PyTorch | ONNX | becomes | " + " | ".join(ALL_METHODS) + " |"
     rule = "|" + "---|" * (4 + len(ALL_METHODS))
-    rows = [f"| {name} | {forms} | {onnx} | {how} | " + " | ".join("yes" if m in methods else "-" for m in ALL_METHODS)
-            + " |" for name, forms, onnx, how, methods in OPERATORS]
+    rows = []
+    for name, forms, onnx, how, methods in OPERATORS:
+        cells = []
+        for m in ALL_METHODS:
+            ratio = (ratios or {}).get(name, {}).get(m)
+            cells.append("-" if m not in methods else f"{ratio:.2f}" if ratio is not None else "yes")
+        rows.append(f"| {name} | {forms} | {onnx} | {how} | " + " | ".join(cells) + " |")
     return "\n".join([head, rule, *rows])

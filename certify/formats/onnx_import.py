@@ -886,6 +886,19 @@ def _global_average_pool(cv, node, inputs, attrs):
     return cv.call(node, nn.AdaptiveAvgPool2d(1), x)
 
 
+def _reduce_mean(cv, node, inputs, attrs):
+    """The mean over the two spatial axes of (N, C, H, W) (global average pooling as torch exports
+    x.mean((2, 3))): axes an attribute before opset 18, an input from it."""
+    x = cv.computed(node, inputs[0])
+    axes = _axes(node, inputs, attrs)
+    if len(x.shape) != 3 or axes is None or sorted(cv.axis(node, a, 4) for a in axes) != [2, 3]:
+        _refuse(node, f"a mean over axes {axes} of a value of shape {x.shape} per sample (certify takes "
+                      "the mean over the two spatial axes of (N, C, H, W) only)")
+    if attrs.get("noop_with_empty_axes", 0):
+        _refuse(node, "noop_with_empty_axes=1")
+    return cv.call(node, torch.mean, x, (2, 3), bool(attrs.get("keepdims", 1)))
+
+
 def _pair_attr(node, attrs, name: str, default) -> tuple[int, int]:
     value = tuple(int(v) for v in attrs.get(name, default))
     if len(value) != 2:
@@ -1160,6 +1173,7 @@ _RULES = {
     "HardSigmoid": _hard_sigmoid,
     "MaxPool": _needs_batch(_max_pool),
     "GlobalAveragePool": _needs_batch(_global_average_pool),
+    "ReduceMean": _needs_batch(_reduce_mean),
     "Flatten": _needs_batch(_flatten),
     "Reshape": _reshape,
     "BatchNormalization": _needs_batch(_batch_norm),

@@ -86,6 +86,25 @@ def test_points_and_attacks_stay_inside_sound_bounds(name, method, norm, domain,
         assert (out <= b.upper[i].double()).all(), (b.upper[i] - out.max(0).values).min()
 
 
+@pytest.mark.parametrize("name", list(ZOO))
+@pytest.mark.parametrize("norm,domain,eps", SETS, ids=["linf", "linf-domain", "l2"])
+def test_plain_bounds_of_the_zoo_contain_every_witness(name, norm, domain, eps):
+    """sound=False (plain float32) bounds too: the relaxations themselves are valid, not only their
+    rounding allowances. The same x as above, so the witnesses are shared."""
+    model, shape = build(name)
+    model64 = build(name)[0].double()
+    x = torch.rand(2, *shape)
+    for engine in ("native", "torch"):
+        bounded = certify.BoundedModel(model, shape, engine=engine)
+        for method in ("ibp", "crown-ibp", "crown"):
+            b = bounded.bounds(x, eps, norm=norm, method=method, domain=domain, sound=False)
+            for i in range(len(x)):
+                out = witness_outputs(name, model64, x[i], eps, norm, domain)
+                slack = 1e-5 * (1 + out.abs())  # plain float32 rounding, which sound=True covers
+                assert (out >= b.lower[i].double() - slack).all() and (out <= b.upper[i].double() + slack).all(), \
+                    (engine, method)
+
+
 _WITNESSES: dict = {}
 
 

@@ -228,3 +228,105 @@ def test_every_operator_row_names_forms_the_tracer_accepts():
     for _, forms, _, _, _ in OPERATORS:
         for module in re.findall(r"nn\.([A-Z]\w+)", forms):
             assert hasattr(nn, module), module
+
+
+# ------------------------------------------------------------------ regressions from review
+class InplaceFunctional(nn.Module):
+    def forward(self, x):
+        y = x * 1.0
+        return F.leaky_relu(y, 0.1, True) + y  # torch: 2 leaky(y), since y is overwritten
+
+
+class InplaceThroughView(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.act = nn.ReLU6(inplace=True)
+
+    def forward(self, x):
+        y = x * 1.0
+        z = self.act(y.view(y.shape[0], -1))  # overwrites y through the view
+        return z - y.flatten(1)
+
+
+class BatchSized(nn.Module):
+    def __init__(self, how):
+        super().__init__()
+        self.how = how
+
+    def forward(self, x):
+        y = x * 1.0
+        if self.how == "roll":
+            return torch.roll(y, y.shape[0], 1)
+        if self.how == "narrow":
+            return torch.narrow(y, 1, y.size(0), 2)
+        if self.how == "view":
+            return y.view(-1)
+        if self.how == "unsqueeze":
+            return y.unsqueeze(0)
+        if self.how == "truncate":
+            return y[:2]
+        return torch.max(y, 1)[0]
+
+
+@pytest.mark.parametrize("module,match", [
+    (InplaceFunctional(), "in-place"),
+    (InplaceThroughView(), "in-place"),
+    (BatchSized("roll"), "batch size"),
+    (BatchSized("narrow"), "batch size"),
+    (BatchSized("view"), "batch"),
+    (BatchSized("unsqueeze"), "batch"),
+    (BatchSized("truncate"), "batch"),
+    (BatchSized("reduce"), "reduction"),
+], ids=["inplace-functional", "inplace-view", "roll-by-batch", "narrow-by-batch", "view-all", "unsqueeze-0",
+        "truncate-batch", "max-over-dim"])
+def test_forms_that_would_mistrace_are_refused(module, match):
+    with pytest.raises(UnsupportedModelError, match=match):
+        certify.BoundedModel(module.eval(), (6,))
+
+
+@pytest.mark.parametrize("engine", ["native", "torch"])
+def test_overflowing_bounds_stay_infinite_and_nothing_is_verified(engine):
+    """float32 overflow makes a bound infinite, never the largest float (a finite, wrong bound)."""
+    net = nn.Sequential(nn.Linear(1, 1), nn.ReLU(), nn.Linear(1, 2)).eval()
+    with torch.no_grad():
+        net[0].weight.fill_(3e38)
+        net[0].bias.fill_(2.9e38)
+        net[2].weight.copy_(torch.tensor([[0.0], [0.3]]))
+        net[2].bias.copy_(torch.tensor([1.5e38, 0.0]))
+    bounded = certify.BoundedModel(net, (1,), engine=engine)
+    x = torch.tensor([[0.0]])
+    for method in ("ibp", "crown"):
+        assert not bool(bounded.verify(x, torch.tensor([0]), 1.0, method=method)[0]), method
+        assert float(bounded.bounds(x, 1.0, method=method).upper.max()) == float("inf"), method
+
+
+def test_clamp_by_a_broadcast_tensor_traces_exactly_or_is_refused():
+    class ByChannel(nn.Module):
+        def __init__(self, widen: bool):
+            super().__init__()
+            self.conv, self.widen = nn.Conv2d(3, 3, 3, padding=1), widen
+            self.register_buffer("ceiling", torch.tensor([0.1, 0.3, 0.5]).view(1, 3, 1, 1))
+
+        def forward(self, x):
+            h = self.conv(x)
+            return torch.clamp(h[:, :1] if self.widen else h, max=self.ceiling).flatten(1)
+
+    torch.manual_seed(0)
+    model, x = ByChannel(False).eval(), torch.rand(2, 3, 4, 4)
+    for engine in ("native", "torch"):
+        b = certify.BoundedModel(model, (3, 4, 4), engine=engine).bounds(x, 0.0)
+        with torch.no_grad():
+            y = model(x)
+        assert (b.lower <= y + 1e-5).all() and (y <= b.upper + 1e-5).all(), engine
+    with pytest.raises(UnsupportedModelError, match="broadcast"):
+        certify.BoundedModel(ByChannel(True).eval(), (3, 4, 4))
+
+
+def test_max_pool_with_an_empty_stride_means_the_kernel():
+    class Pool(nn.Module):
+        def forward(self, x):
+            return F.max_pool2d(x, 2, []).flatten(1)
+
+    x = torch.rand(2, 1, 4, 4)
+    graph = certify.bounds.trace(Pool().eval(), (1, 4, 4))
+    assert torch.allclose(graph_output(graph, x), Pool()(x))

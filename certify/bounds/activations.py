@@ -174,18 +174,18 @@ def ibp_range(fn: Smooth, lower: torch.Tensor, upper: torch.Tensor, sound: bool 
         x_lo, x_hi, f_min = fn.minimum
         hi = torch.maximum(fl, fu)
         lo = torch.where(u64 <= x_lo, fu, torch.where(l64 >= x_hi, fl, torch.full_like(fl, f_min)))
-    lo = lo - fn.lower_margin
     if not sound:
-        return lo.float(), hi.float()
-    lo = lo - (REL * lo.abs() + ABS)
+        return (lo - fn.lower_margin).float(), hi.float()
+    # the widening is relative to f's value as computed, before the margin (which can cancel it)
+    lo = lo - (REL * lo.abs() + ABS) - fn.lower_margin
     hi = hi + (REL * hi.abs() + ABS)
     return _down(lo), _up(hi)
 
 
-def _solve_derivative(fn: Smooth, a, p, q, increasing: bool):
+def _solve_derivative(fn: Smooth, a, p, q, increasing: bool, steps: int = BISECTION_STEPS):
     """x0 in [p, q] with f'(x0) close to a, f' monotone on [p, q] (a heuristic: any x0 is valid)."""
     lo, hi = p.clamp(-X0_RANGE, X0_RANGE), q.clamp(-X0_RANGE, X0_RANGE)
-    for _ in range(BISECTION_STEPS):
+    for _ in range(steps):
         mid = 0.5 * (lo + hi)
         below = fn.df(mid) < a
         go_right = below if increasing else ~below
@@ -193,9 +193,10 @@ def _solve_derivative(fn: Smooth, a, p, q, increasing: bool):
     return torch.minimum(torch.maximum(0.5 * (lo + hi), p), q)
 
 
-def intercepts(fn: Smooth, l64, u64, a64, sound: bool = True):
+def intercepts(fn: Smooth, l64, u64, a64, sound: bool = True, steps: int = BISECTION_STEPS):
     """(b_lower, b_upper) float64, before outward rounding: min and max of f(x) - a x over [l, u]
-    (l < u finite), the margin of the module docstring included when sound."""
+    (l < u finite), the margin of the module docstring included when sound. steps: bisection
+    steps for the tangent points (tightness only; alpha-CROWN's plain passes take fewer)."""
     big = torch.full_like(l64, INF)
     lo, hi = big, -big
     f_size = torch.zeros_like(l64)
@@ -209,6 +210,8 @@ def intercepts(fn: Smooth, l64, u64, a64, sound: bool = True):
     for start, end, curvature in fn.pieces:
         p, q = l64.clamp(min=start), u64.clamp(max=end)
         present = p <= q
+        if not bool(present.any()):
+            continue
         p, q = torch.where(present, p, l64), torch.where(present, q, l64)  # absent pieces: any finite point
         if curvature == UNKNOWN:
             centre = 0.5 * (p + q)
@@ -218,7 +221,7 @@ def intercepts(fn: Smooth, l64, u64, a64, sound: bool = True):
             gp, gq = g(p), g(q)
             piece_lo, piece_hi = torch.minimum(gp, gq), torch.maximum(gp, gq)
             if curvature != LINEAR:
-                x0 = _solve_derivative(fn, a64, p, q, increasing=curvature == CONVEX)
+                x0 = _solve_derivative(fn, a64, p, q, curvature == CONVEX, steps)
                 g0, d = g(x0), fn.df(x0) - a64
                 if curvature == CONVEX:  # g above its tangent at x0
                     piece_lo = g0 + torch.minimum(d * (p - x0), d * (q - x0))

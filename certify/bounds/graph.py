@@ -301,11 +301,27 @@ class _Builder:
 
     # --------------------------------------------------------------- modules
     def _inplace_check(self, node, inplace: bool) -> None:
-        """An in-place op overwrites its input: sound only when nothing else reads that input."""
+        """An in-place op overwrites its input: sound only when nothing else reads that memory. So
+        its input must have this op as its only reader and must not be a view or alias of another
+        value (a reshape, slice, Identity or eval Dropout shares its source's memory, which other
+        readers may see overwritten)."""
         source = node.args[0]
-        if inplace and isinstance(source, torch.fx.Node) and len(source.users) > 1:
+        if not inplace or not isinstance(source, torch.fx.Node):
+            return
+        if len(source.users) > 1:
             self._unsupported(node, f"in-place '{node.target}' on a value that is also used elsewhere "
                                     f"('{source.name}' is read after being overwritten; use inplace=False)")
+        if self._may_alias(source):
+            self._unsupported(node, f"in-place '{node.target}' on '{source.name}', which may share memory with "
+                                    "another value (a view, slice or alias); use inplace=False")
+
+    def _may_alias(self, node) -> bool:
+        if node.op == "call_module":
+            return isinstance(self.gm.get_submodule(node.target), _ALIAS_MODULES)
+        if node.op in ("call_function", "call_method"):
+            name = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
+            return node.target is operator.getitem or name in _VIEW_NAMES
+        return False
 
     def _module(self, node, module) -> None:
         if isinstance(module, _MOVE_MODULES):
@@ -462,7 +478,7 @@ class _Builder:
             self._unsupported(node, "max pooling with ceil_mode=True or return_indices=True")
         channels, height, width = self._map_shape(node, src, "max pooling")
         kernel = _pair(kernel)
-        stride = _pair(stride) if stride not in (None, ()) else kernel
+        stride = kernel if stride is None or (not isinstance(stride, int) and len(stride) == 0) else _pair(stride)
         codes = torch.arange(1, channels * height * width + 1, dtype=torch.float64).reshape(1, channels, height, width)
         cols = torch.nn.functional.unfold(codes, kernel, dilation=_pair(dilation), padding=_pair(padding),
                                           stride=stride)
@@ -676,39 +692,16 @@ class _Builder:
         sources = sorted(self._sources(node))
         if not sources:
             self._unsupported(node, "an operation on constants only")
-        sizes = {k: self.graph.nodes[k].size for k in sources}
-        bases, total = {}, 0
-        for k in sources:
-            bases[k], total = total, total + 2 * sizes[k]
-        if total >= 2**24:  # codes are float32 integers
-            self._unsupported(node, f"slicing or concatenation of {total // 2} values (at most {2**23})")
-        codes = {k: (bases[k] + torch.arange(1, 2 * sizes[k] + 1, dtype=torch.float32)).reshape(2, *self.graph.nodes[k].shape)
-                 for k in sources}
-        try:
-            coded = self._evaluate(node, codes.__getitem__, {})
-            zeros = self._evaluate(node, lambda k: torch.zeros_like(codes[k]), {})
-        except UnsupportedModelError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - any failure of the model's own operation
-            self._unsupported(node, f"an operation that fails on a batch of 2 ({exc})")
-        if not isinstance(coded, torch.Tensor) or tuple(coded.shape) != (2, *shape) or coded.dtype != torch.float32:
-            self._unsupported(node, "an operation whose result does not keep the batch as its first dimension")
-        coded, zeros = coded.reshape(2, -1), zeros.reshape(2, -1)
-        moved = coded != zeros
-        constant = torch.where(moved[0], torch.zeros_like(zeros[0]), zeros[0])
-        gathers = {}
-        batch_ok = torch.equal(moved[0], moved[1]) and torch.equal(zeros[0][~moved[0]], zeros[1][~moved[1]])
-        for k in sources:
-            first, second = coded[0] - bases[k] - 1, coded[1] - bases[k] - 1 - sizes[k]
-            mine = moved[0] & (first >= 0) & (first < 2 * sizes[k])
-            batch_ok = batch_ok and bool((first[mine] < sizes[k]).all()) and torch.equal(first[mine], second[mine])
-            if bool(mine.any()):
-                gathers[k] = torch.where(mine, first, torch.full_like(first, -1)).long()
-        if not batch_ok:
-            self._unsupported(node, "an operation that mixes values of different inputs of a batch")
+        # Two batch sizes: an operation whose arguments depend on the batch size (x.shape[0]) moves
+        # values differently for each, and is refused.
+        gathers, constant = self._moves_on_codes(node, sources, shape, 2)
+        again, constant_again = self._moves_on_codes(node, sources, shape, 3)
+        if gathers.keys() != again.keys() or not all(torch.equal(gathers[k], again[k]) for k in gathers) \
+                or not torch.equal(constant, constant_again):
+            self._unsupported(node, "an operation that depends on the batch size (e.g. x.shape[0] as an argument)")
         parts = []
         for k, index in gathers.items():
-            if torch.equal(index, torch.arange(sizes[k])):  # the same values in the same order
+            if torch.equal(index, torch.arange(self.graph.nodes[k].size)):  # the same values, the same order
                 parts.append(k if self.graph.nodes[k].shape == shape else
                              self.graph.add(Reshape(), (k,), shape, node.name + ".reshape"))
             else:
@@ -720,6 +713,44 @@ class _Builder:
             shift = exact_affine(np.ones(1), _f64(constant).reshape(shape), exact=True)
             out = self.graph.add(shift, (out,), shape, node.name + ".fill")
         self.index[node] = out
+
+    def _moves_on_codes(self, node, sources, shape, batch: int):
+        """({graph value k: index (size,) into k, -1 elsewhere}, constant values (size,)) of the move
+        `node`, from running it on a batch of `batch` inputs whose values are codes naming each one
+        (float32 integers) and on zeros; every input of the batch must move the same way."""
+        sizes = {k: self.graph.nodes[k].size for k in sources}
+        bases, total = {}, 0
+        for k in sources:
+            bases[k], total = total, total + batch * sizes[k]
+        if total >= 2**24:  # codes are float32 integers
+            self._unsupported(node, f"slicing or concatenation of {total // batch} values (at most {2**24 // 3})")
+        codes = {k: (bases[k] + torch.arange(1, batch * sizes[k] + 1, dtype=torch.float32))
+                 .reshape(batch, *self.graph.nodes[k].shape) for k in sources}
+        try:
+            coded = self._evaluate(node, codes.__getitem__, {})
+            zeros = self._evaluate(node, lambda k: torch.zeros_like(codes[k]), {})
+        except UnsupportedModelError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure of the model's own operation
+            self._unsupported(node, f"an operation that fails on a batch of {batch} ({exc})")
+        if not isinstance(coded, torch.Tensor) or tuple(coded.shape) != (batch, *shape) or coded.dtype != torch.float32:
+            self._unsupported(node, "an operation whose result does not keep the batch as its first dimension")
+        coded, zeros = coded.reshape(batch, -1), zeros.reshape(batch, -1)
+        moved = coded != zeros
+        constant = torch.where(moved[0], torch.zeros_like(zeros[0]), zeros[0])
+        batch_ok = all(torch.equal(moved[0], moved[b]) and torch.equal(zeros[0][~moved[0]], zeros[b][~moved[b]])
+                       for b in range(1, batch))
+        gathers = {}
+        for k in sources:
+            first = coded[0] - bases[k] - 1
+            mine = moved[0] & (first >= 0) & (first < batch * sizes[k])
+            batch_ok = batch_ok and bool((first[mine] < sizes[k]).all()) and all(
+                torch.equal(first[mine], (coded[b] - bases[k] - 1 - b * sizes[k])[mine]) for b in range(1, batch))
+            if bool(mine.any()):
+                gathers[k] = torch.where(mine, first, torch.full_like(first, -1)).long()
+        if not batch_ok:
+            self._unsupported(node, "an operation that mixes values of different inputs of a batch")
+        return gathers, constant
 
     # --------------------------------------------------------------- functions
     def _function(self, node) -> None:
@@ -758,6 +789,7 @@ class _Builder:
     def _piecewise_function(self, node, name: str) -> None:
         """The piecewise-linear activations, pooling and max / min, written with ReLUs and Gathers."""
         args = _bind(node, _SIGNATURES.get(name, ()))
+        self._inplace_check(node, bool(args.get("inplace", False)))
         if name in ("leaky_relu",):
             self.index[node] = self._leaky(self._first_graph_arg(node), float(args.get("negative_slope", 0.01)),
                                            node.name)
@@ -773,6 +805,9 @@ class _Builder:
                 lo, hi = (args.get("min"), None) if name == "clamp_min" else (None, args.get("max"))
             self.index[node] = self._clamp(self._first_graph_arg(node), self._constant_or_none(node, lo),
                                            self._constant_or_none(node, hi), node.name)
+        elif name in ("max", "min") and (len(node.args) != 2 or node.kwargs or isinstance(node.args[1], (int, float))):
+            self._unsupported(node, f"'{name}' as a reduction over a dimension (only the elementwise max / min of "
+                                    "two values is supported)")
         elif name in ("maximum", "minimum", "max", "min", "fmax", "fmin") and len(node.args) == 2 and not node.kwargs:
             (ka, a), (kb, b) = self._value(node.args[0], node), self._value(node.args[1], node)
             if ka != "graph" and kb != "graph":
@@ -805,11 +840,9 @@ class _Builder:
         return value
 
     def _reshape(self, node) -> None:
-        src = self._first_graph_arg(node)
-        if self._shape(node) == self.graph.nodes[src].shape:
-            self._alias(node, src)  # .contiguous(), or a reshape to the same shape
-        else:
-            self._add(Reshape(), (src,), node)
+        """view / reshape / flatten / squeeze ...: checked like any move (a reshape that mixes the
+        batch, as x.view(-1) does, is refused there); the same order becomes Reshape or an alias."""
+        self._move(node)
 
     def _binary(self, node, op: str) -> None:
         if len(node.args) != 2 or node.kwargs:
@@ -883,6 +916,7 @@ _SIGNATURES = {
     "leaky_relu": ("negative_slope", "inplace"),
     "hardtanh": ("min_val", "max_val", "inplace"),
     "relu6": ("inplace",),
+    "hardsigmoid": ("inplace",),
     "clamp": ("min", "max"), "clip": ("min", "max"), "clamp_min": ("min",), "clamp_max": ("max",),
     "max_pool2d": ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"),
     "adaptive_avg_pool2d": ("output_size",),
@@ -907,6 +941,12 @@ _MOVE_FUNCTIONS = {operator.getitem, torch.cat, torch.concat, torch.concatenate,
 _MOVE_METHODS = {"permute", "transpose", "flip", "roll", "narrow", "select", "t", "repeat", "expand", "expand_as",
                  "index_select", "movedim", "swapaxes", "tile"}
 _TUPLE_FUNCTIONS = {torch.split, torch.chunk, torch.unbind, torch.tensor_split}
+# What may return a view or the same tensor (an in-place op on it would write into another value).
+_VIEW_NAMES = {"view", "reshape", "flatten", "contiguous", "squeeze", "unsqueeze", "view_as", "reshape_as",
+               "transpose", "permute", "narrow", "select", "expand", "expand_as", "t", "movedim", "swapaxes",
+               "unflatten", "split", "chunk", "unbind", "tensor_split", "dropout", "detach",
+               "diagonal", "as_strided", "unfold"}
+_ALIAS_MODULES = (_nn.Identity, _nn.Dropout, _nn.Flatten, _nn.Unflatten)
 _TUPLE_METHODS = {"split", "chunk", "unbind", "tensor_split"}
 
 

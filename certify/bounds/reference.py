@@ -236,6 +236,11 @@ def ibp_step(graph: Graph, index: int, boxes: list, sound: bool):
     raise TypeError(f"no IBP rule for {type(layer).__name__}")
 
 
+def _no_nan(t: torch.Tensor, value: float) -> torch.Tensor:
+    """NaN (inf - inf, 0 * inf: an overflow) replaced by the infinite bound `value`; +-inf kept."""
+    return torch.where(torch.isnan(t), torch.full_like(t, value), t)
+
+
 def _gather(flat: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """flat[..., index] with zeros where index < 0."""
     taken = flat[..., index.clamp(min=0)]
@@ -250,7 +255,8 @@ def ibp(graph: Graph, input_box, sound: bool = True, start: int = 1, boxes=None)
     for i in range(start, len(graph.nodes)):
         new = ibp_step(graph, i, boxes, sound)
         # Overflow (inf - inf) can make a bound NaN: the sound answer there is the infinite bound.
-        new = (torch.nan_to_num(new[0], nan=-float("inf")), torch.nan_to_num(new[1], nan=float("inf")))
+        # (nan_to_num would also turn +-inf into +-FLT_MAX: a finite, wrong bound; keep them)
+        new = (_no_nan(new[0], -float("inf")), _no_nan(new[1], float("inf")))
         if boxes[i] is not None:
             new = (torch.maximum(new[0], boxes[i][0]), torch.minimum(new[1], boxes[i][1]))
         boxes[i] = new
@@ -407,12 +413,13 @@ class _Backward:
         any slope gives valid lines once its intercepts come from activations.intercepts."""
         lower, upper = self.boxes[node.inputs[0]]
         fn = node.layer.fn
-        a_l, b_l, a_u, b_u = (t.unsqueeze(1) for t in activations.relaxation(fn, lower, upper, self.sound))
         if self.record is not None:
             self.record[index] = lam
         slope = self.slopes.get(index)
-        if slope is not None:
-            a_l, b_l, a_u, b_u = _optimised_lines(fn, lower, upper, slope, (a_l, b_l, a_u, b_u), self.sound)
+        if slope is None:
+            a_l, b_l, a_u, b_u = (t.unsqueeze(1) for t in activations.relaxation(fn, lower, upper, self.sound))
+        else:
+            a_l, b_l, a_u, b_u = _optimised_lines(fn, lower, upper, slope, self.sound)
         positive = lam >= 0
         new = torch.where(positive, lam * a_l, lam * a_u)
         # the intercept of the side in use only: the other may be infinite (softplus above, say)
@@ -445,19 +452,22 @@ class _Backward:
         return value
 
 
-def _optimised_lines(fn, lower, upper, slope, fixed, sound: bool):
+def _optimised_lines(fn, lower, upper, slope, sound: bool):
     """Lines with the slopes of alpha-CROWN's parameters, (B, K, *shape) each: slope[:, :, 0] the
     lower line's, slope[:, :, 1] the upper's, as float32; intercepts from activations.intercepts
     (sound: its margins and outward rounding; plain: differentiable in the slopes). Points and
-    infinite intervals keep the fixed lines (slope 0 and f's range)."""
+    infinite intervals take slope 0 and f's range, as activations.relaxation gives them."""
     a_l, a_u = slope[:, :, 0], slope[:, :, 1]
     proper = ((lower < upper) & torch.isfinite(lower) & torch.isfinite(upper)).unsqueeze(1)
     l64 = torch.where(proper, lower.unsqueeze(1), torch.zeros_like(lower.unsqueeze(1))).double().expand_as(a_l)
     u64 = torch.where(proper, upper.unsqueeze(1), torch.ones_like(upper.unsqueeze(1))).double().expand_as(a_l)
-    b_l = activations.intercepts(fn, l64, u64, a_l.double(), sound)[0]
-    b_u = activations.intercepts(fn, l64, u64, a_u.double(), sound)[1]
+    steps = activations.BISECTION_STEPS if sound else 12  # the tangent points: tightness only (1/4096 of [p, q])
+    b_l = activations.intercepts(fn, l64, u64, a_l.double(), sound, steps)[0]
+    b_u = activations.intercepts(fn, l64, u64, a_u.double(), sound, steps)[1]
     b_l, b_u = (to_f32_down(b_l), to_f32_up(b_u)) if sound else (b_l.float(), b_u.float())
-    f_a_l, f_b_l, f_a_u, f_b_u = fixed
+    range_lo, range_hi = (t.unsqueeze(1) for t in activations.ibp_range(fn, lower, upper, sound))
+    f_a_l = f_a_u = torch.zeros_like(range_lo)
+    f_b_l, f_b_u = range_lo, range_hi
     return (torch.where(proper, a_l, f_a_l), torch.where(proper, b_l, f_b_l),
             torch.where(proper, a_u, f_a_u), torch.where(proper, b_u, f_b_u))
 
@@ -523,7 +533,7 @@ def backward(graph: Graph, start: int, spec: torch.Tensor, boxes: list, input_se
         lower = to_f32_down(lower - state.slack * (1 + 1e-12))
     else:
         lower = lower.to(spec.dtype)  # plain bounds keep the network's precision (float64 for gradcheck)
-    return torch.nan_to_num(lower, nan=-float("inf"))  # overflow: no finite bound
+    return _no_nan(lower, -float("inf"))  # overflow: no finite bound
 
 
 # ========================================================================= driver
@@ -667,7 +677,7 @@ def compute_bounds(graph: Graph, input_set: InputSet, method: str, sound: bool =
         value = (pos.double() * lower.double().unsqueeze(1) + neg.double() * upper.double().unsqueeze(1)).flatten(2)
         total = value.sum(-1)
         lower = to_f32_down(total - gamma64(value.shape[-1]) * value.abs().sum(-1)) if sound else total.float()
-        return torch.nan_to_num(lower, nan=-float("inf"))
+        return _no_nan(lower, -float("inf"))
     if method == "crown":
         boxes = tighten_intermediate(graph, boxes, input_set, sound)
     elif method != "crown-ibp":

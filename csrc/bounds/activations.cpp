@@ -180,13 +180,13 @@ void activation_range(const ActivationFn& fn, float l, float u, bool sound, floa
     hi = std::max(fl, fu);
     lo = u <= T.min_lo ? fu : (l >= T.min_hi ? fl : T.f_min);
   }
-  lo -= fn.lower_margin;
   if (!sound) {
-    *out_lo = static_cast<float>(lo);
+    *out_lo = static_cast<float>(lo - fn.lower_margin);
     *out_hi = static_cast<float>(hi);
     return;
   }
-  *out_lo = f32_down(lo - (kRel * std::fabs(lo) + kAbs));
+  // the widening is relative to f's value as computed, before the margin (which can cancel it)
+  *out_lo = f32_down(lo - (kRel * std::fabs(lo) + kAbs) - fn.lower_margin);
   *out_hi = f32_up(hi + (kRel * std::fabs(hi) + kAbs));
 }
 

@@ -389,6 +389,31 @@ class Backward {
     }
   }
 
+  // An element-wise relaxation (a ReLU's or a smooth activation's lines): run(a, j, m, n, sums)
+  // rewrites the n coefficients a on neurons j.. of the layer (m their input magnitudes, or null
+  // when not sound) and sums their intercept terms; the rows then go to the layer's input.
+  template <class Run>
+  void relax_rows(int index, Rows& lam, Run&& run) {
+    const Layer& L = net_.layers[index];
+    const int src = L.inputs[0];
+    const int64_t size = L.size;
+    if (lam.windowed && !same_map(L, net_.layers[src])) densify(L, lam, rows_);
+    const float* m = sound_ ? relax_.magnitude(src).data() : nullptr;
+    const int64_t wid = width(L, lam);
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < rows_; ++r) {
+      const int64_t off = batch_of_[r] * size;
+      float* a = lam.v.data() + r * wid;
+      Sums sums;
+      each_run(L, lam, r, [&](int64_t k, int64_t d, int64_t n, int64_t) {
+        run(a + k, off + d, m ? m + off + d : nullptr, n, sums);
+      });
+      cst_[r] += sums.value;
+      if (sound_) slack_[r] += gamma64(size + 1) * sums.abs_sum + kU * sums.extra;
+    }
+    push(src, std::move(lam));
+  }
+
   void step(int index, Rows& lam) {
     const Layer& L = net_.layers[index];
     const int src = L.inputs[0];
@@ -409,46 +434,18 @@ class Backward {
         conv_step(index, lam);
         return;
       case LayerKind::kReLU: {
-        if (lam.windowed && !same_map(L, net_.layers[src])) densify(L, lam, rows_);
         const BackwardCache::Relu& relu = relax_.relu(index);
-        const float* m = sound_ ? relax_.magnitude(src).data() : nullptr;
-        const int64_t wid = width(L, lam);
-#pragma omp parallel for schedule(static)
-        for (int64_t r = 0; r < rows_; ++r) {
-          const int64_t off = batch_of_[r] * size;
-          float* a = lam.v.data() + r * wid;
-          const float* alpha = relu.alpha.data() + off;
-          const float* beta = relu.beta.data() + off;
-          const float* icpt = relu.icpt.data() + off;
-          const float* mb = m ? m + off : nullptr;
-          Sums sums;
-          each_run(L, lam, r, [&](int64_t k, int64_t d, int64_t n, int64_t) {
-            relu_run(a + k, alpha + d, beta + d, icpt + d, mb ? mb + d : nullptr, n, sums);
-          });
-          cst_[r] += sums.value;
-          if (sound_) slack_[r] += gamma64(size + 1) * sums.abs_sum + kU * sums.extra;
-        }
-        push(src, std::move(lam));
+        relax_rows(index, lam, [&](float* a, int64_t j, const float* m, int64_t n, Sums& sums) {
+          relu_run(a, relu.alpha.data() + j, relu.beta.data() + j, relu.icpt.data() + j, m, n, sums);
+        });
         return;
       }
       case LayerKind::kActivation: {
-        if (lam.windowed && !same_map(L, net_.layers[src])) densify(L, lam, rows_);
         const BackwardCache::Lines& lines = relax_.lines(index);
-        const float* m = sound_ ? relax_.magnitude(src).data() : nullptr;
-        const int64_t wid = width(L, lam);
-#pragma omp parallel for schedule(static)
-        for (int64_t r = 0; r < rows_; ++r) {
-          const int64_t off = batch_of_[r] * size;
-          float* a = lam.v.data() + r * wid;
-          Sums sums;
-          each_run(L, lam, r, [&](int64_t k, int64_t d, int64_t n, int64_t) {
-            lines_run(a + k, lines.a_l.data() + off + d, lines.b_l.data() + off + d, lines.a_u.data() + off + d,
-                      lines.b_u.data() + off + d, m ? m + off + d : nullptr, n, sums);
-          });
-          cst_[r] += sums.value;
-          if (sound_) slack_[r] += gamma64(size + 1) * sums.abs_sum + kU * sums.extra;
-        }
-        push(src, std::move(lam));
+        relax_rows(index, lam, [&](float* a, int64_t j, const float* m, int64_t n, Sums& sums) {
+          lines_run(a, lines.a_l.data() + j, lines.b_l.data() + j, lines.a_u.data() + j, lines.b_u.data() + j, m, n,
+                    sums);
+        });
         return;
       }
       case LayerKind::kGather: {

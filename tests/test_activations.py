@@ -113,19 +113,19 @@ def check_lines(name, alpha, lower, upper, lines, ranges, stride):
 
 @pytest.mark.parametrize("name,alpha", CASES, ids=[f"{n}-{a}" for n, a in CASES])
 def test_python_relaxation_and_range_hold_in_exact_arithmetic(name, alpha):
-    lower, upper = intervals(seed=sum(map(ord, name)) + int(alpha * 10), count=80)
+    lower, upper = intervals(seed=sum(map(ord, name)) + int(alpha * 10), count=50)
     fn = A.smooth(name, alpha)
     lt, ut = torch.from_numpy(lower), torch.from_numpy(upper)
     lines = A.relaxation(fn, lt, ut, sound=True)
     ranges = A.ibp_range(fn, lt, ut, sound=True)
-    assert check_lines(name, alpha, lower, upper, [v.numpy() for v in lines], [v.numpy() for v in ranges], 1) > 700
+    assert check_lines(name, alpha, lower, upper, [v.numpy() for v in lines], [v.numpy() for v in ranges], 1) > 450
 
 
 @pytest.mark.parametrize("name,alpha", CASES, ids=[f"{n}-{a}" for n, a in CASES])
 def test_cpp_relaxation_and_range_hold_in_exact_arithmetic_and_match_python(name, alpha):
-    lower, upper = intervals(seed=7 + sum(map(ord, name)) + int(alpha * 10), count=80)
+    lower, upper = intervals(seed=7 + sum(map(ord, name)) + int(alpha * 10), count=50)
     a_l, b_l, a_u, b_u, lo, hi = core.activation_lines(ACTIVATION_CODES[name], alpha, 0.0, lower, upper, True)
-    assert check_lines(name, alpha, lower, upper, [a_l, b_l, a_u, b_u], [lo, hi], 2) > 300
+    assert check_lines(name, alpha, lower, upper, [a_l, b_l, a_u, b_u], [lo, hi], 2) > 200
     # the same algorithm: plain (sound=False) lines agree with the Python home's (libm and Sleef
     # differ in the last bits; a different candidate can win a near-tie, so compare the lines' values)
     fn = A.smooth(name, alpha)

@@ -131,7 +131,7 @@ def clamp_mlp():
 def test_branch_and_bound_on_relu_like_networks_agrees_with_the_milp(make, factor):
     net, shape = make()
     torch.manual_seed(20)
-    xs = torch.rand(6, *shape) * 2 - 1
+    xs = torch.rand(4, *shape) * 2 - 1
     with torch.no_grad():
         labels = net(xs).argmax(1)
     bounded = certify.BoundedModel(net, shape)

@@ -2,8 +2,13 @@
 
 A Graph is a list of Nodes in topological order; node 0 is the input. Each node holds one
 layer value (below), the indices of its inputs and its output shape (no batch dimension).
-Tracing uses torch.fx; every operation must map to one of these layers, or tracing fails with
-an error naming the operation and where it occurs in the model.
+Tracing uses torch.fx; every operation must map to these layers, or tracing fails with an error
+naming the operation and where it occurs in the model. OPERATORS (at the end) is the table of
+what maps, and how: most operators are written with the layers below rather than given their own
+(max-pooling, max / min and the piecewise-linear activations with ReLUs, so that they stay exact
+and branchable; slicing, padding, concatenation and the like with Gather, found by running the
+operation on codes that name every input value; a transposed convolution as a Gather and a
+convolution). Smooth activations are the one new kind of nonlinearity (Activation).
 
 Real-number semantics: the graph computes exactly what the model computes in real arithmetic on
 its float32 parameters. Where that needs a real number that float32 cannot hold (1/std in an

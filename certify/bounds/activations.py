@@ -39,6 +39,8 @@ from dataclasses import dataclass
 
 import torch
 
+from certify.bounds.rounding import to_f32_down, to_f32_up
+
 __all__ = ["NAMES", "Smooth", "smooth", "ibp_range", "relaxation"]
 
 REL = 2.0**-36
@@ -148,16 +150,6 @@ ACTIVATIONS = {
 NAMES = (*ACTIVATIONS, "elu")  # every smooth activation; ELU is parametrised: see smooth()
 
 
-def _down(t64: torch.Tensor) -> torch.Tensor:
-    t = t64.float()
-    return torch.nextafter(t, torch.full_like(t, -INF))
-
-
-def _up(t64: torch.Tensor) -> torch.Tensor:
-    t = t64.float()
-    return torch.nextafter(t, torch.full_like(t, INF))
-
-
 def _value(fn: Smooth, x: torch.Tensor) -> torch.Tensor:
     """f(x) in float64, with the limits at -+inf."""
     v = fn.f(x.clamp(-1e300, 1e300))
@@ -179,7 +171,7 @@ def ibp_range(fn: Smooth, lower: torch.Tensor, upper: torch.Tensor, sound: bool 
     # the widening is relative to f's value as computed, before the margin (which can cancel it)
     lo = lo - (REL * lo.abs() + ABS) - fn.lower_margin
     hi = hi + (REL * hi.abs() + ABS)
-    return _down(lo), _up(hi)
+    return to_f32_down(lo), to_f32_up(hi)
 
 
 def _solve_derivative(fn: Smooth, a, p, q, increasing: bool, steps: int = BISECTION_STEPS):
@@ -264,8 +256,8 @@ def relaxation(fn: Smooth, lower: torch.Tensor, upper: torch.Tensor, sound: bool
             best_hi = tuple(torch.where(better, new, old) for new, old in zip((at_mid_hi, a32, b_hi), best_hi))
         _, a_l, b_l = best_lo
         _, a_u, b_u = best_hi
-        b_l = _down(b_l) if sound else b_l.float()
-        b_u = _up(b_u) if sound else b_u.float()
+        b_l = to_f32_down(b_l) if sound else b_l.float()
+        b_u = to_f32_up(b_u) if sound else b_u.float()
         zero = torch.zeros_like(a_l)
         return (torch.where(flat, zero, a_l), torch.where(flat, range_lo, b_l),
                 torch.where(flat, zero, a_u), torch.where(flat, range_hi, b_u))

@@ -189,9 +189,7 @@ def _propagate(graph: Graph, boxes: list) -> list[torch.Tensor]:
             e = errors[a] + errors[b] + UNIT_ROUNDOFF * magnitude + TINY
             keep(_finish(e, magnitude, 1), k)
         elif isinstance(layer, Gather):  # copies and exact zeros: the errors move with the values
-            flat = errors[src].reshape(batch, -1)
-            index = layer.index.to(flat.device)
-            moved = torch.where(index >= 0, flat[:, index.clamp(min=0)], torch.zeros_like(flat[:, :1]))
+            moved = reference.gather(errors[src].reshape(batch, -1), layer.index.to(errors[src].device))
             keep(moved.reshape(batch, *node.shape), k)
         elif isinstance(layer, Activation):
             raise ValueError(f"inference='float32' does not cover smooth activations ({layer.name} at "

@@ -247,7 +247,6 @@ class _Builder:
         self.graph = Graph()
         self.index: dict[torch.fx.Node, int] = {}
         self.constants: dict[torch.fx.Node, torch.Tensor] = {}
-        self.deferred: set[torch.fx.Node] = set()  # tuples of parts (split, chunk): read by getitem
 
     def build(self) -> Graph:
         output_seen = False
@@ -785,9 +784,9 @@ class _Builder:
         elif target in _MOVE_FUNCTIONS or name in _MOVE_METHODS:
             self._move(node)
         elif target in _TUPLE_FUNCTIONS or name in _TUPLE_METHODS:
-            self.deferred.add(node)  # a tuple of parts: each part's getitem is a move
+            return  # a tuple of parts (split, chunk): each part's getitem is a move that runs it
         elif name in _SMOOTH_FUNCTIONS:
-            self._smooth(node, self._first_graph_arg(node), _SMOOTH_FUNCTIONS[name], None)
+            self._smooth(node, self._first_graph_arg(node), name, None)
         else:
             self._piecewise_function(node, name)
 
@@ -803,13 +802,9 @@ class _Builder:
             self.index[node] = self._clamp(self._first_graph_arg(node), lo, hi, node.name)
         elif name == "hardsigmoid":
             self.index[node] = self._hard_sigmoid(self._first_graph_arg(node), node.name)
-        elif name in ("clamp", "clip", "clamp_min", "clamp_max"):
-            lo = args.get("min") if name != "clamp_max" else None
-            hi = args.get("max") if name != "clamp_min" else None
-            if name in ("clamp_min", "clamp_max"):
-                lo, hi = (args.get("min"), None) if name == "clamp_min" else (None, args.get("max"))
-            self.index[node] = self._clamp(self._first_graph_arg(node), self._constant_or_none(node, lo),
-                                           self._constant_or_none(node, hi), node.name)
+        elif name in ("clamp", "clip", "clamp_min", "clamp_max"):  # _SIGNATURES names their bounds
+            self.index[node] = self._clamp(self._first_graph_arg(node), self._constant_or_none(node, args.get("min")),
+                                           self._constant_or_none(node, args.get("max")), node.name)
         elif name in ("max", "min") and (len(node.args) != 2 or node.kwargs or isinstance(node.args[1], (int, float))):
             self._unsupported(node, f"'{name}' as a reduction over a dimension (only the elementwise max / min of "
                                     "two values is supported)")
@@ -934,8 +929,7 @@ _SIGNATURES = {
 _nn, _F = torch.nn, torch.nn.functional
 _SMOOTH_MODULES = {_nn.Sigmoid: "sigmoid", _nn.Tanh: "tanh", _nn.Softplus: "softplus", _nn.ELU: "elu",
                    _nn.SiLU: "silu", _nn.GELU: "gelu"}
-_SMOOTH_FUNCTIONS = {"sigmoid": "sigmoid", "tanh": "tanh", "softplus": "softplus", "elu": "elu", "silu": "silu",
-                     "gelu": "gelu"}
+_SMOOTH_FUNCTIONS = set(_SMOOTH_MODULES.values())  # torch.sigmoid, F.silu, x.tanh(), ...: the same names
 _MOVE_MODULES = (_nn.ZeroPad1d, _nn.ZeroPad2d, _nn.ConstantPad1d, _nn.ConstantPad2d, _nn.ReflectionPad1d,
                  _nn.ReflectionPad2d, _nn.ReplicationPad1d, _nn.ReplicationPad2d, _nn.PixelShuffle,
                  _nn.PixelUnshuffle, _nn.Unflatten, _nn.ChannelShuffle, _nn.Upsample)

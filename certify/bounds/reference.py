@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from certify.bounds import activations
+from certify.bounds.rounding import down, to_f32_down, to_f32_up, up  # noqa: F401 - down, up: re-exported
 from certify.bounds.graph import (Activation, Add, Conv2d, ElementwiseAffine, Gather, Graph, Input, Linear, ReLU,
                                    Reshape)
 
@@ -47,22 +48,6 @@ def gamma(n: int) -> float:
 
 def gamma64(n: int) -> float:
     return n * U64 / (1 - n * U64)
-
-
-def down(t: torch.Tensor) -> torch.Tensor:
-    return torch.nextafter(t, torch.full_like(t, -float("inf")))
-
-
-def up(t: torch.Tensor) -> torch.Tensor:
-    return torch.nextafter(t, torch.full_like(t, float("inf")))
-
-
-def to_f32_down(t64: torch.Tensor) -> torch.Tensor:
-    return down(t64.float())
-
-
-def to_f32_up(t64: torch.Tensor) -> torch.Tensor:
-    return up(t64.float())
 
 
 def abs_max(box) -> torch.Tensor:
@@ -223,7 +208,7 @@ def ibp_step(graph: Graph, index: int, boxes: list, sound: bool):
         hi = torch.stack(torch.broadcast_tensors(*products)).amax(0) + layer.t_hi.double()
         return to_f32_down(lo), to_f32_up(hi)
     if isinstance(layer, Gather):  # a copy of values, and exact zeros
-        lower, upper = (_gather(b.reshape(batch, -1), layer.index).reshape(batch, *node.shape)
+        lower, upper = (gather(b.reshape(batch, -1), layer.index).reshape(batch, *node.shape)
                         for b in boxes[node.inputs[0]])
         return lower, upper
     if isinstance(layer, Activation):
@@ -241,8 +226,8 @@ def _no_nan(t: torch.Tensor, value: float) -> torch.Tensor:
     return torch.where(torch.isnan(t), torch.full_like(t, value), t)
 
 
-def _gather(flat: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """flat[..., index] with zeros where index < 0."""
+def gather(flat: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """flat[..., index] with zeros where index < 0 (a Gather layer's values, boxes or errors)."""
     taken = flat[..., index.clamp(min=0)]
     return torch.where(index >= 0, taken, torch.zeros_like(taken))
 
@@ -466,10 +451,9 @@ def _optimised_lines(fn, lower, upper, slope, sound: bool):
     b_u = activations.intercepts(fn, l64, u64, a_u.double(), sound, steps)[1]
     b_l, b_u = (to_f32_down(b_l), to_f32_up(b_u)) if sound else (b_l.float(), b_u.float())
     range_lo, range_hi = (t.unsqueeze(1) for t in activations.ibp_range(fn, lower, upper, sound))
-    f_a_l = f_a_u = torch.zeros_like(range_lo)
-    f_b_l, f_b_u = range_lo, range_hi
-    return (torch.where(proper, a_l, f_a_l), torch.where(proper, b_l, f_b_l),
-            torch.where(proper, a_u, f_a_u), torch.where(proper, b_u, f_b_u))
+    zero = torch.zeros_like(range_lo)
+    return (torch.where(proper, a_l, zero), torch.where(proper, b_l, range_lo),
+            torch.where(proper, a_u, zero), torch.where(proper, b_u, range_hi))
 
 
 def _conv_transpose(layer: Conv2d, lam: torch.Tensor, src_shape) -> torch.Tensor:

@@ -147,11 +147,11 @@ def optimize_intermediate(graph: Graph, input_set: InputSet, boxes: list, *, ite
     boxes: sound boxes of every node (e.g. CROWN's, tighten_intermediate). clamp: as for
     tighten_intermediate (branch and bound's splits)."""
     signs = signs or {}
-    relus = relu_nodes(graph) + activation_nodes(graph)  # the nodes with slopes to optimise
+    sloped = relu_nodes(graph) + activation_nodes(graph)  # the nodes with slopes to optimise
 
     def lower_bounds(start, spec, current, const):
         keep = torch.full(spec.shape[:2], -float("inf"))  # a bound that leaves the boxes as they are
-        if not any(i <= start for i in relus) or (deadline is not None and time.monotonic() > deadline):
+        if not any(i <= start for i in sloped) or (deadline is not None and time.monotonic() > deadline):
             return keep  # no slope to optimise below this layer (CROWN's box is the same), or no time
         local = {k: s for k, s in signs.items() if k < start}
         return optimize(graph, input_set, spec, current, signs=local, iterations=iterations, lr=lr,

@@ -104,26 +104,22 @@ py::tuple smoothing_bounds(int kind, double scale, const CArray<int64_t>& k, int
   return py::make_tuple(p_lower, radius);
 }
 
-// One look of sequential CERTIFY for each input: k (hits) and n (samples so far) are (B,) int64,
-// last (B,) bool marks inputs at their final look. Returns (decision, p_lower, radius), (B,) each;
-// decision 0 continue, 1 certified, 2 not certified. target >= 0: the target-radius test;
-// target < 0: the budgeted variant with n_max and tolerance.
-py::tuple sequential_looks(int kind, double scale, const CArray<int64_t>& k, const CArray<int64_t>& n,
-                           const CArray<bool>& last, double alpha_look, double tail_mass, double target,
-                           int64_t n_max, double tolerance) {
-  if (kind < 0 || kind > 2) throw std::invalid_argument("sequential_looks: kind must be 0, 1 or 2");
+// One look of budgeted sequential CERTIFY for each input: k (hits) and n (samples so far) are (B,)
+// int64, last (B,) bool marks inputs at their final look. Returns (decision, p_lower, radius), (B,)
+// each; decision 0 continue, 1 certified, 2 not certified.
+py::tuple budget_looks(int kind, double scale, const CArray<int64_t>& k, const CArray<int64_t>& n,
+                       const CArray<bool>& last, double alpha_look, double tail_mass, int64_t n_max,
+                       double tolerance) {
+  if (kind < 0 || kind > 2) throw std::invalid_argument("budget_looks: kind must be 0, 1 or 2");
   if (k.size() != n.size() || k.size() != last.size())
-    throw std::invalid_argument("sequential_looks: k, n and last must have the same length");
+    throw std::invalid_argument("budget_looks: k, n and last must have the same length");
   py::array_t<int32_t> decision(k.size());
   py::array_t<double> p_lower(k.size()), radius(k.size());
   for (py::ssize_t i = 0; i < k.size(); ++i) {
     const int64_t ki = k.data()[i], ni = n.data()[i];
-    if (ki < 0 || ni < 1) throw std::invalid_argument("sequential_looks: need k >= 0 and n >= 1");
-    const auto noise = static_cast<NoiseKind>(kind);
-    const Look look = target >= 0.0
-        ? target_radius_look(noise, scale, ki, ni, alpha_look, tail_mass, target, last.data()[i])
-        : budget_look(noise, scale, ki, ni, static_cast<uint64_t>(n_max), alpha_look, tail_mass, tolerance,
-                      last.data()[i]);
+    if (ki < 0 || ni < 1 || n_max < ni) throw std::invalid_argument("budget_looks: need k >= 0 and 1 <= n <= n_max");
+    const Look look = budget_look(static_cast<NoiseKind>(kind), scale, ki, ni, static_cast<uint64_t>(n_max),
+                                  alpha_look, tail_mass, tolerance, last.data()[i]);
     decision.mutable_data()[i] = static_cast<int32_t>(look.decision);
     p_lower.mutable_data()[i] = look.p_lower;
     radius.mutable_data()[i] = look.radius;
@@ -131,11 +127,49 @@ py::tuple sequential_looks(int kind, double scale, const CArray<int64_t>& k, con
   return py::make_tuple(decision, p_lower, radius);
 }
 
-py::array_t<int64_t> looks(uint64_t first, double growth, uint64_t max_samples) {
-  const std::vector<uint64_t> schedule = look_schedule(first, growth, max_samples);
-  py::array_t<int64_t> out(schedule.size());
-  for (size_t i = 0; i < schedule.size(); ++i) out.mutable_data()[i] = static_cast<int64_t>(schedule[i]);
+std::vector<uint64_t> to_looks(const CArray<int64_t>& looks) {
+  std::vector<uint64_t> out(looks.size());
+  for (py::ssize_t i = 0; i < looks.size(); ++i) {
+    if (looks.data()[i] < 1) throw std::invalid_argument("looks must be >= 1");
+    out[i] = static_cast<uint64_t>(looks.data()[i]);
+  }
   return out;
+}
+
+TargetTest target_test(int boundary, int kind, double scale, double target, double tail_mass,
+                       const CArray<int64_t>& looks, double alpha) {
+  if (boundary < 0 || boundary > 1) throw std::invalid_argument("target_test: boundary must be 0 or 1");
+  if (kind < 0 || kind > 2) throw std::invalid_argument("target_test: kind must be 0, 1 or 2");
+  const std::vector<uint64_t> schedule = to_looks(looks);
+  for (size_t j = 1; j < schedule.size(); ++j)
+    if (schedule[j] <= schedule[j - 1]) throw std::invalid_argument("target_test: the looks must increase");
+  return make_target_test(static_cast<Boundary>(boundary), static_cast<NoiseKind>(kind), scale, target, tail_mass,
+                          schedule, alpha);
+}
+
+// The test's decisions for k[i] hits at look j[i]: (decision, p_lower, radius), (B,) each.
+py::tuple target_decide(const TargetTest& test, const CArray<int64_t>& k, const CArray<int64_t>& j) {
+  if (k.size() != j.size()) throw std::invalid_argument("decide: k and j must have the same length");
+  py::array_t<int32_t> decision(k.size());
+  py::array_t<double> p_lower(k.size()), radius(k.size());
+  for (py::ssize_t i = 0; i < k.size(); ++i) {
+    if (k.data()[i] < 0 || j.data()[i] < 0) throw std::invalid_argument("decide: k and j must be >= 0");
+    const Look look = test.look(static_cast<uint64_t>(k.data()[i]), static_cast<size_t>(j.data()[i]));
+    decision.mutable_data()[i] = static_cast<int32_t>(look.decision);
+    p_lower.mutable_data()[i] = look.p_lower;
+    radius.mutable_data()[i] = look.radius;
+  }
+  return py::make_tuple(decision, p_lower, radius);
+}
+
+py::array_t<int64_t> to_array(const std::vector<uint64_t>& values) {
+  py::array_t<int64_t> out(static_cast<py::ssize_t>(values.size()));
+  for (size_t i = 0; i < values.size(); ++i) out.mutable_data()[i] = static_cast<int64_t>(values[i]);
+  return out;
+}
+
+py::array_t<int64_t> looks(uint64_t first, double growth, uint64_t max_samples) {
+  return to_array(look_schedule(first, growth, max_samples));
 }
 
 double cp_lower(uint64_t k, uint64_t n, double alpha) { return clopper_pearson_lower(k, n, alpha); }
@@ -185,10 +219,24 @@ PYBIND11_MODULE(_core, m) {
   m.def("uniform_l1_radius", py::vectorize(uniform_l1_radius), py::arg("half_width"), py::arg("q"));
   m.def("look_schedule", &looks, py::arg("first"), py::arg("growth"), py::arg("max_samples"),
         "Sample counts of sequential CERTIFY's looks: first, then x growth (at least +1), ending at max_samples");
-  m.def("sequential_looks", &sequential_looks, py::arg("kind"), py::arg("scale"), py::arg("k"), py::arg("n"),
-        py::arg("last"), py::arg("alpha_look"), py::arg("tail_mass"), py::arg("target"), py::arg("n_max") = 0,
-        py::arg("tolerance") = 0.0,
-        "One look per input: (decision 0 continue / 1 certified / 2 not certified, p_lower, radius)");
+  m.def("budget_looks", &budget_looks, py::arg("kind"), py::arg("scale"), py::arg("k"), py::arg("n"),
+        py::arg("last"), py::arg("alpha_look"), py::arg("tail_mass"), py::arg("n_max"), py::arg("tolerance"),
+        "One look of budgeted sequential CERTIFY per input: (decision 0 continue / 1 certified / 2 not, p_lower, "
+        "radius)");
+  py::class_<TargetTest>(m, "TargetTest", "Sequential CERTIFY at a target radius: its boundary's critical counts")
+      .def_property_readonly("critical", [](const TargetTest& t) { return to_array(t.critical); })
+      .def_property_readonly("looks", [](const TargetTest& t) { return to_array(t.looks); })
+      .def_readonly("complement", &TargetTest::complement)
+      .def("decide", &target_decide, py::arg("k"), py::arg("j"),
+           "(decision 0 continue / 1 certified / 2 not certified, p_lower, radius) for k hits at look j");
+  m.def("target_test", &target_test, py::arg("boundary"), py::arg("kind"), py::arg("scale"), py::arg("target"),
+        py::arg("tail_mass"), py::arg("looks"), py::arg("alpha"),
+        "The test at a target radius: boundary 0 Bonferroni (Clopper-Pearson at alpha / K), 1 exact (error spending)");
+  m.def("target_complement", [](int kind, double scale, double target) {
+          if (kind < 0 || kind > 2) throw std::invalid_argument("kind must be 0, 1 or 2");
+          return target_complement(static_cast<NoiseKind>(kind), scale, target); },
+        py::arg("kind"), py::arg("scale"), py::arg("target"));
+  m.attr("EXACT_MAX_SAMPLES") = kExactMaxSamples;
   m.def("smoothing_bounds", &smoothing_bounds, py::arg("kind"), py::arg("scale"), py::arg("k"), py::arg("n"),
         py::arg("alpha"), py::arg("tail_mass") = 0.0,
         "(p_lower, radius) per count k of the selected class in n samples, less the sampler's tail mass");

@@ -23,6 +23,7 @@ class SmoothingResult:
     p_lower: the one-sided Clopper-Pearson lower bound on P(f(x + noise) = prediction).
     counts: class counts of the estimation draw (length num_classes).
     num_samples: noise samples drawn for this input (selection n0 + estimation n).
+    look_hits: budgeted sequential CERTIFY only: hits of the selected class at each look made.
     """
 
     prediction: int
@@ -32,6 +33,7 @@ class SmoothingResult:
     counts: np.ndarray
     num_samples: int
     alpha: float
+    look_hits: tuple | None = None
 
     @property
     def abstained(self) -> bool:
@@ -49,6 +51,11 @@ class SmoothingResults:
     counts: np.ndarray  # (B, num_classes) int64
     num_samples: np.ndarray  # (B,) int64
     alpha: float
+    # Budgeted sequential CERTIFY only: the class the n0 draw chose, the hits of that class at each
+    # look made ((B, K), -1 after the look an input stopped at) and the schedule.
+    selected: np.ndarray | None = None
+    look_hits: np.ndarray | None = None
+    looks: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.prediction)
@@ -62,6 +69,7 @@ class SmoothingResults:
             counts=self.counts[i].copy(),
             num_samples=int(self.num_samples[i]),
             alpha=self.alpha,
+            look_hits=None if self.look_hits is None else tuple(int(h) for h in self.look_hits[i] if h >= 0),
         )
 
     def __iter__(self):

@@ -14,7 +14,7 @@ from certify.noise import Noise
 from certify.smoothing import reference
 from certify.smoothing.results import ABSTAIN, SmoothingResult, SmoothingResults
 from certify.smoothing.sampling import Progress, Stream, count_classes
-from certify.smoothing.sequential import Schedule, SequentialResult, SequentialResults, run_sequential
+from certify.smoothing.sequential import BOUNDARIES, Schedule, SequentialResult, SequentialResults, run_sequential
 
 __all__ = ["Smoothed"]
 
@@ -60,7 +60,7 @@ class Smoothed:
         self, x, n0: int = 100, n: int = 100_000, alpha: float = 0.001, batch_size: int = 1_000,
         seed: int = 0, *, input_index: int = 0, progress: Progress | None = None,
         target_radius: float | None = None, max_samples: int | None = None, sequential: bool = False,
-        tolerance: float | None = None, schedule: Schedule | None = None,
+        tolerance: float | None = None, schedule: Schedule | None = None, boundary: str | None = None,
     ) -> SmoothingResult | SequentialResult:
         """CERTIFY for one input x (the model's input shape, no batch dimension).
 
@@ -72,23 +72,27 @@ class Smoothed:
         certificate.
 
         Sequential modes (certify.smoothing.sequential; the same alpha guarantee, whatever the
-        stopping time; samples drawn in looks on `schedule`, default 100 then x2):
+        stopping time; samples drawn in looks on `schedule`):
         - target_radius=r: is the input certified at radius r? Stops as soon as the answer is
           settled, using at most max_samples (default n) estimation samples; returns a
           SequentialResult (certified, radius = r where certified, num_samples used).
+          boundary: "exact" (default; error spending with its level computed exactly, looks
+          100 then x1.1, max_samples <= 10^7) or "bonferroni" (Clopper-Pearson at alpha / K,
+          looks 100 then x2).
         - sequential=True: CERTIFY with budget n that stops once the rest of the budget is
           unlikely to add more than `tolerance` (default 0.1 x the noise scale) to the radius: the
           radius at n samples, were the hit rate to stay at its current estimate, is within
           `tolerance` of the radius now. The radius returned is certified at level alpha (for the
           look it stopped at, by the union bound over looks); the tolerance only decides when to
-          stop and promises nothing about the radius a full run would have given.
+          stop and promises nothing about the radius a full run would have given. Its bound is
+          Bonferroni's confidence sequence (looks 100 then x2).
         """
         x = _checks.input_tensor("x", x, self.input_shape, batched=False)
         input_index = _checks.index("input_index", input_index)
         result = self.certify_batch(
             x.unsqueeze(0), n0=n0, n=n, alpha=alpha, batch_size=batch_size, seed=seed,
             start_index=input_index, progress=progress, target_radius=target_radius, max_samples=max_samples,
-            sequential=sequential, tolerance=tolerance, schedule=schedule,
+            sequential=sequential, tolerance=tolerance, schedule=schedule, boundary=boundary,
         )
         return result[0]
 
@@ -96,7 +100,7 @@ class Smoothed:
         self, xs, n0: int = 100, n: int = 100_000, alpha: float = 0.001, batch_size: int = 1_000,
         seed: int = 0, *, start_index: int = 0, progress: Progress | None = None,
         target_radius: float | None = None, max_samples: int | None = None, sequential: bool = False,
-        tolerance: float | None = None, schedule: Schedule | None = None,
+        tolerance: float | None = None, schedule: Schedule | None = None, boundary: str | None = None,
     ) -> SmoothingResults | SequentialResults:
         """CERTIFY for each input of xs (first dimension = inputs), independently.
 
@@ -104,7 +108,8 @@ class Smoothed:
         same certificates as in one call. Model batches are filled across inputs.
         progress(done, total) is called after each model batch (samples of both draws; for the
         sequential modes `total` is the most they can draw).
-        target_radius, max_samples, sequential, tolerance, schedule: the sequential modes, as in certify().
+        target_radius, max_samples, sequential, tolerance, schedule, boundary: the sequential modes, as in
+        certify().
         """
         xs = _checks.input_tensor("xs", xs, self.input_shape, batched=True)
         n0 = _checks.positive_int("n0", n0)
@@ -116,7 +121,7 @@ class Smoothed:
         _checks.eval_mode(self.model, SAMPLES_INDEPENDENT)
         _checks.model_dtype(self.model, xs.dtype)
         if self.backend == "torch":
-            if target_radius is not None or sequential:
+            if target_radius is not None or sequential or boundary is not None:
                 raise ValueError("sequential certification runs on the native backend (backend='native')")
             return reference.certify_batch(
                 self.model, xs, self.num_classes, self.noise, n0, n, alpha, batch_size, seed, start_index
@@ -129,7 +134,9 @@ class Smoothed:
         tail_mass = self.noise.tail_mass(xs[0].numel(), "native")
         if target_radius is not None or sequential:
             return self._sequential(xs, indices, n0, n, alpha, batch_size, seed, progress, target_radius,
-                                    max_samples, sequential, tolerance, schedule, tail_mass)
+                                    max_samples, sequential, tolerance, schedule, tail_mass, boundary)
+        if boundary is not None or schedule is not None:
+            raise ValueError("boundary and schedule apply to the sequential modes (target_radius or sequential=True)")
         total = len(xs) * (n0 + n)
         tick = None if progress is None else (lambda offset: lambda done, _: progress(offset + done, total))
         selection = count_classes(
@@ -143,7 +150,7 @@ class Smoothed:
         return finish_certify(selection, estimation, n0, n, alpha, self.noise, tail_mass)
 
     def _sequential(self, xs, indices, n0, n, alpha, batch_size, seed, progress, target_radius, max_samples,
-                    sequential, tolerance, schedule, tail_mass):
+                    sequential, tolerance, schedule, tail_mass, boundary):
         if target_radius is not None:
             if sequential:
                 raise ValueError("give target_radius (is the input certified at r?) or sequential=True "
@@ -154,7 +161,17 @@ class Smoothed:
             if tolerance is not None:
                 raise ValueError("tolerance applies to sequential=True only")
             budget = n if max_samples is None else _checks.positive_int("max_samples", max_samples)
+            boundary = "exact" if boundary is None else boundary
+            if boundary not in BOUNDARIES:
+                raise ValueError(f"boundary must be one of {BOUNDARIES}, got {boundary!r}")
+            if boundary == "exact" and budget > core.EXACT_MAX_SAMPLES:
+                raise ValueError(f"the exact boundary designs for max_samples up to {core.EXACT_MAX_SAMPLES:,} (its "
+                                 f"recursion's time grows with it); got {budget:,}: use boundary='bonferroni'")
         else:
+            if boundary not in (None, "bonferroni"):
+                raise ValueError("the budgeted mode (sequential=True) bounds the radius with Bonferroni's confidence "
+                                 "sequence; boundary='exact' tests one target radius (pass target_radius)")
+            boundary = "bonferroni"
             if max_samples is not None:
                 raise ValueError("max_samples applies to target_radius; with sequential=True the budget is n")
             budget = n
@@ -169,7 +186,7 @@ class Smoothed:
             raise TypeError(f"schedule must be certify.smoothing.Schedule, got {type(schedule).__name__}")
         return run_sequential(self.model, xs, indices, self.num_classes, self.noise, n0, budget, alpha, batch_size,
                               seed, schedule, tail_mass, target_radius=target_radius,
-                              tolerance=tolerance or 0.0, progress=progress)
+                              tolerance=tolerance or 0.0, boundary=boundary, progress=progress)
 
     # ------------------------------------------------------------------ PREDICT
     def predict(

@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "stats/binomial.h"
+#include "stats/normal.h"
 #include "stats/radius.h"
 
 namespace certify {
@@ -24,34 +25,206 @@ std::vector<uint64_t> look_schedule(uint64_t first, double growth, uint64_t max_
 
 namespace {
 
+const double kEMinusOne = std::expm1(1.0);  // the spending function ln(1 + (e - 1) t)
+
+double radius_at(NoiseKind kind, double scale, double q) {
+  switch (kind) {
+    case NoiseKind::kGaussian: return gaussian_l2_radius(scale, q);
+    case NoiseKind::kLaplace: return laplace_l1_radius(scale, q);
+    case NoiseKind::kUniform: return uniform_l1_radius(scale, q);
+  }
+  throw std::invalid_argument("unknown noise kind");
+}
+
 // The radius an upper bound p_upper on the hit rate would give (no rounding needed: it only
 // decides when to stop looking, never what is certified).
 double optimistic_radius(NoiseKind kind, double scale, uint64_t k, uint64_t n, double alpha_look) {
   double q_upper;  // 1 - p_upper
   clopper_pearson_upper(k, n, alpha_look, &q_upper);
-  switch (kind) {
-    case NoiseKind::kGaussian: return gaussian_l2_radius(scale, q_upper);
-    case NoiseKind::kLaplace: return laplace_l1_radius(scale, q_upper);
-    case NoiseKind::kUniform: return uniform_l1_radius(scale, q_upper);
-  }
-  throw std::invalid_argument("unknown noise kind");
+  return radius_at(kind, scale, q_upper);
 }
 
 void check_counts(uint64_t k, uint64_t n) {
   if (n < 1 || k > n) throw std::invalid_argument("sequential look: need 0 <= k <= n and n >= 1");
 }
 
+// Bin(d, p) on the window where it exceeds 1e-45 of its mode, normalised by the window's own sum
+// (so each kept value is >= its true probability), and `lost` >= the true mass outside the window.
+struct Increment {
+  uint64_t first = 0;
+  std::vector<double> pmf;
+  double lost = 0.0;
+};
+
+Increment binomial_window(uint64_t d, double p, double q) {
+  Increment inc;
+  const double ratio = p / q;  // pmf(k + 1) / pmf(k) = (d - k) / (k + 1) * p / q
+  const auto mode = static_cast<uint64_t>(std::min(static_cast<double>(d), std::floor((d + 1.0) * p)));
+  constexpr double kCut = 1e-45;
+  std::vector<double> up{1.0}, down;  // up: mode, mode + 1, ...; down: mode - 1, mode - 2, ...
+  double tail_up = 0.0, tail_down = 0.0;
+  for (uint64_t k = mode; k < d; ++k) {
+    const double step = static_cast<double>(d - k) / static_cast<double>(k + 1) * ratio;
+    const double next = up.back() * step;
+    if (next < kCut) {  // log-concave: later ratios are smaller, so the tail is below a geometric sum
+      tail_up = step < 1.0 ? next / (1.0 - step) : INFINITY;
+      break;
+    }
+    up.push_back(next);
+  }
+  for (uint64_t k = mode; k > 0; --k) {
+    const double step = static_cast<double>(k) / static_cast<double>(d - k + 1) / ratio;  // pmf(k-1)/pmf(k)
+    const double next = (down.empty() ? 1.0 : down.back()) * step;
+    if (next < kCut) {
+      tail_down = step < 1.0 ? next / (1.0 - step) : INFINITY;
+      break;
+    }
+    down.push_back(next);
+  }
+  double sum = 0.0;
+  for (double v : up) sum += v;
+  for (double v : down) sum += v;
+  inc.first = mode - down.size();
+  inc.pmf.assign(down.rbegin(), down.rend());
+  inc.pmf.insert(inc.pmf.end(), up.begin(), up.end());
+  for (double& v : inc.pmf) v /= sum;
+  inc.lost = (tail_up + tail_down) / sum;
+  return inc;
+}
+
 }  // namespace
 
-Look target_radius_look(NoiseKind kind, double scale, uint64_t k, uint64_t n, double alpha_look, double tail_mass,
-                        double target, bool last) {
-  check_counts(k, n);
+double target_complement(NoiseKind kind, double scale, double target) {
   if (!(target >= 0.0) || !std::isfinite(target)) throw std::invalid_argument("target radius must be finite, >= 0");
-  const SmoothingBound b = smoothing_bound(kind, scale, k, n, alpha_look, tail_mass);
-  if (b.p_lower > 0.5 && b.radius >= target) return {Decision::kCertified, b.p_lower, b.radius};
-  if (last || optimistic_radius(kind, scale, k, n, alpha_look) < target)
-    return {Decision::kNotCertified, b.p_lower, b.radius};
-  return {Decision::kContinue, b.p_lower, b.radius};
+  if (!(scale > 0.0) || !std::isfinite(scale)) throw std::invalid_argument("the noise scale must be finite and > 0");
+  double q;  // the complement where the radius equals target, before rounding
+  switch (kind) {
+    case NoiseKind::kGaussian: q = normal_upper_tail(target / scale); break;  // radius sigma Phi^-1(1 - q)
+    case NoiseKind::kLaplace: q = 0.5 * std::exp(-target / scale); break;     // -lambda log(2q)
+    case NoiseKind::kUniform: q = 0.5 - target / (2.0 * scale); break;        // 2 lambda (1/2 - q)
+    default: throw std::invalid_argument("unknown noise kind");
+  }
+  // Shrunk until the sound (rounded-down) radius reaches the target: the exact radius, which falls
+  // as q grows, then exceeds it for every smaller q too.
+  q = std::min(q, 0.5);
+  for (int i = 0; i < 30 && q > 0.0; ++i) {
+    q *= 1.0 - std::ldexp(1.0, -30 + i);
+    if (q < 0.5 && radius_at(kind, scale, q) >= target) return q;
+  }
+  return 0.0;
+}
+
+std::vector<uint64_t> exact_critical_counts(double q_null, const std::vector<uint64_t>& looks, double alpha) {
+  if (!(alpha > 0.0 && alpha < 1.0)) throw std::invalid_argument("exact boundary: alpha must lie in (0, 1)");
+  if (looks.empty() || looks.size() > 10'000) throw std::invalid_argument("exact boundary: 1 to 10^4 looks");
+  for (size_t j = 0; j < looks.size(); ++j)
+    if (looks[j] < 1 || (j > 0 && looks[j] <= looks[j - 1]))
+      throw std::invalid_argument("exact boundary: the looks must increase from >= 1");
+  if (looks.back() > kExactMaxSamples)
+    throw std::invalid_argument("the exact boundary designs for max_samples up to 10^7; use the Bonferroni boundary");
+  std::vector<uint64_t> critical(looks.size());
+  if (!(q_null > 0.0)) {  // nothing certifies the target
+    for (size_t j = 0; j < looks.size(); ++j) critical[j] = looks[j] + 1;
+    return critical;
+  }
+  const double q = std::min(q_null, 1.0) * (1.0 - 1e-12);
+  const double p = 1.0 - q;
+  const double budget = alpha * (1.0 - 1e-6);
+  const double n_last = static_cast<double>(looks.back());
+  std::vector<double> dist{1.0}, next;  // dist[i] = P(hits = lo + i, not yet crossed) (upper bounds)
+  uint64_t lo = 0, previous = 0;
+  double spent = 0.0;
+  for (size_t j = 0; j < looks.size(); ++j) {
+    const Increment inc = binomial_window(looks[j] - previous, p, q);
+    previous = looks[j];
+    spent += inc.lost;  // paths no longer followed: counted as crossing
+    next.assign(dist.empty() ? 0 : dist.size() + inc.pmf.size() - 1, 0.0);
+    for (size_t a = 0; a < dist.size(); ++a) {
+      const double mass = dist[a];
+      if (mass == 0.0) continue;
+      double* out = next.data() + a;
+      for (size_t b = 0; b < inc.pmf.size(); ++b) out[b] += mass * inc.pmf[b];
+    }
+    lo += inc.first;
+    dist.swap(next);
+    // Drop the lowest survivors while their total stays below 1e-40 (counted as spent).
+    size_t cut = 0;
+    double dropped = 0.0;
+    while (cut < dist.size() && dropped + dist[cut] < 1e-40) dropped += dist[cut++];
+    if (cut > 0) {
+      spent += dropped;
+      dist.erase(dist.begin(), dist.begin() + static_cast<std::ptrdiff_t>(cut));
+      lo += cut;
+    }
+    // The boundary: the fewest hits whose survivors' upper tail fits what this look may spend.
+    const double t = static_cast<double>(looks[j]) / n_last;
+    const double allowance = budget * std::log1p(kEMinusOne * t) - spent;
+    uint64_t c = lo + dist.size();  // above every survivor: certifies only what was counted as spent
+    double tail = 0.0;
+    while (c > lo && tail + dist[c - 1 - lo] <= allowance) tail += dist[--c - lo];
+    if (allowance < 0.0) c = looks[j] + 1;
+    if (c <= looks[j]) {
+      spent += tail;
+      dist.resize(c - lo);
+    }
+    critical[j] = std::min<uint64_t>(c, looks[j] + 1);
+  }
+  return critical;
+}
+
+Look TargetTest::look(uint64_t k, size_t j) const {
+  if (j >= looks.size()) throw std::invalid_argument("sequential look: look index past the schedule");
+  const uint64_t n = looks[j];
+  check_counts(k, n);
+  const double alpha_look = alpha / static_cast<double>(looks.size());
+  Look out{Decision::kContinue, 0.0, 0.0};
+  if (boundary == Boundary::kBonferroni) {
+    const SmoothingBound b = smoothing_bound(kind, scale, k, n, alpha_look, tail_mass);
+    out.p_lower = b.p_lower;
+    out.radius = b.radius;
+  }
+  if (k >= critical[j]) {
+    out.decision = Decision::kCertified;
+    if (boundary == Boundary::kExact) {
+      out.p_lower = std::nextafter(1.0 - complement, 0.0);
+      out.radius = radius_at(kind, scale, complement);
+    }
+    return out;
+  }
+  bool reachable = false;  // can some later look still reach its critical count?
+  for (size_t later = j + 1; later < looks.size() && !reachable; ++later)
+    reachable = k + (looks[later] - n) >= critical[later];
+  if (!reachable || optimistic_radius(kind, scale, k, n, alpha_look) < target) out.decision = Decision::kNotCertified;
+  return out;
+}
+
+TargetTest make_target_test(Boundary boundary, NoiseKind kind, double scale, double target, double tail_mass,
+                            const std::vector<uint64_t>& looks, double alpha) {
+  if (!(tail_mass >= 0.0 && tail_mass < 1.0)) throw std::invalid_argument("tail_mass must lie in [0, 1)");
+  if (!(alpha > 0.0 && alpha < 1.0)) throw std::invalid_argument("alpha must lie in (0, 1)");
+  TargetTest test{boundary, kind, scale, target, alpha, tail_mass, looks, {}, target_complement(kind, scale, target)};
+  if (looks.empty()) throw std::invalid_argument("sequential test: no looks");
+  if (boundary == Boundary::kExact) {
+    // Certified when P_sampler(hit) > 1 - q_null; then P_ideal(hit) > 1 - q_null - tail_mass >= 1 - q0.
+    const double q_null = test.complement > tail_mass ? std::nextafter(test.complement - tail_mass, 0.0) : 0.0;
+    test.critical = exact_critical_counts(q_null, looks, alpha);
+    return test;
+  }
+  const double alpha_look = alpha / static_cast<double>(looks.size());
+  test.critical.resize(looks.size());
+  for (size_t j = 0; j < looks.size(); ++j) {
+    uint64_t lo = 0, hi = looks[j] + 1;  // certifies(hi) taken as true: the answer lies in (lo - 1, hi]
+    auto certifies = [&](uint64_t k) {
+      const SmoothingBound b = smoothing_bound(kind, scale, k, looks[j], alpha_look, tail_mass);
+      return b.p_lower > 0.5 && b.radius >= target;
+    };
+    while (lo < hi) {
+      const uint64_t mid = lo + (hi - lo) / 2;
+      if (certifies(mid)) hi = mid; else lo = mid + 1;
+    }
+    test.critical[j] = hi;
+  }
+  return test;
 }
 
 Look budget_look(NoiseKind kind, double scale, uint64_t k, uint64_t n, uint64_t n_max, double alpha_look,

@@ -1,9 +1,12 @@
 """Certificates: what a run proved, as a JSON document with a versioned schema, optionally signed.
 
-Schema: certify/schemas/certificate-1.schema.json (JSON Schema 2020-12), id "certify.certificate/1".
-The summary is a function of the rows (`summarize`), and every smoothing row's p_lower and radius
-are a function of its counts and the method's parameters, so a checker recomputes both: a changed
-radius is caught even in an unsigned certificate. The Ed25519 signature covers the canonical JSON
+Schema: certify/schemas/certificate-2.schema.json (JSON Schema 2020-12), id "certify.certificate/2";
+version 2 adds sequential smoothing to version 1 (certificate-1.schema.json), and a version-1
+certificate is still checked against version 1. The summary is a function of the rows
+(`summarize`), and every smoothing row's p_lower and radius are a function of its counts and the
+method's parameters (a sequential row's every decision, of its hits at each look and the method's
+schedule and boundary), so a checker recomputes them: a changed radius is caught even in an
+unsigned certificate. The Ed25519 signature covers the canonical JSON
 (sorted keys, no whitespace) of everything but the signature itself: any other change (model hash,
 a label, a parameter) breaks it.
 """
@@ -27,7 +30,9 @@ from certify._files import write_text_atomic
 __all__ = ["SCHEMA_ID", "build", "summarize", "guarantee", "sign", "load_signing_key", "check", "check_method",
            "method_problems", "failures", "CertificateCheckError", "load", "write_json", "keygen", "DEFAULT_SMOOTHING_RADII"]
 
-SCHEMA_ID = "certify.certificate/1"
+SCHEMA_ID = "certify.certificate/2"
+SCHEMA_FILES = {"certify.certificate/1": "certificate-1.schema.json", SCHEMA_ID: "certificate-2.schema.json"}
+SEQUENTIAL = ("sequential-target", "sequential-budget")
 DEFAULT_SMOOTHING_RADII = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
 NORM_NAMES = {"l2": "ℓ2", "l1": "ℓ1", "linf": "ℓ∞"}
 
@@ -61,6 +66,8 @@ def build(config: dict, rows: list[dict], radii=None) -> dict:
 
 
 def default_radii(method: dict) -> list[float]:
+    if method.get("procedure") == "sequential-target":
+        return [float(method["target_radius"])]
     if method["family"] == "smoothing":
         return list(DEFAULT_SMOOTHING_RADII)
     if method["procedure"] == "verify":
@@ -99,6 +106,10 @@ def summarize(method: dict, rows: list[dict], radii) -> dict:
     }
     if not smoothing and method.get("attack") is not None:
         summary["pgd_accuracy"] = fraction(r["correct"] and not r["attacked"] for r in rows)
+    if method.get("procedure") in SEQUENTIAL:
+        summary["fixed_samples"] = count * (method["n0"] + method.get("max_samples", method.get("n")))
+    if method.get("procedure") == "sequential-target":
+        summary["certified_fraction"] = fraction(r["certified"] for r in rows)
     if smoothing:
         summary["samples"] = sum(int(r["num_samples"]) for r in rows)
     elif method["method"] == "bab":
@@ -109,6 +120,8 @@ def summarize(method: dict, rows: list[dict], radii) -> dict:
 
 def guarantee(method: dict) -> str:
     """The statement the certificate makes, in words."""
+    if method.get("procedure") in SEQUENTIAL:
+        return _sequential_guarantee(method)
     if method["family"] == "smoothing":
         norm = NORM_NAMES[method["norm"]]
         noise = {"gaussian": f"N(0, σ²I) with σ = {method['scale']}",
@@ -135,6 +148,57 @@ def guarantee(method: dict) -> str:
             f"(the {method['timeout_per_input']} s per input ran out first; nothing is claimed)."
         )
     return text
+
+
+def _smoothed_classifier(method: dict) -> str:
+    noise = {"gaussian": f"N(0, σ²I) with σ = {method['scale']}",
+             "laplace": f"i.i.d. Laplace noise of scale λ = {method['scale']}",
+             "uniform": f"i.i.d. uniform noise on [-λ, λ] with λ = {method['scale']}"}[method["noise"]]
+    return f"the smoothed classifier g(x) = argmax_c P(f(x + δ) = c), δ ~ {noise},"
+
+
+def _sequential_guarantee(method: dict) -> str:
+    """Sequential CERTIFY (certify.smoothing.sequential): the statement, with the boundary's argument."""
+    norm = NORM_NAMES[method["norm"]]
+    looks = method["looks"]
+    schedule = (f"The estimation samples were drawn in looks of {looks[0]}, ..., {looks[-1]} samples (`looks`: "
+                f"{method['first_look']}, then ×{method['growth']:g}), a schedule fixed before any sample was drawn; "
+                f"the class was chosen from {method['n0']} independent samples; noise from Philox4x32-10 with seed "
+                f"{method['seed']}.")
+    if method["procedure"] == "sequential-budget":
+        return (
+            f"For each input whose prediction is not -1 (abstain), with probability at least 1 - α = "
+            f"{1 - method['alpha']:.12g} over the Monte-Carlo sampling, whatever the stopping time, "
+            f"{_smoothed_classifier(method)} predicts the reported class at every point within {norm} distance "
+            f"`radius` of the input (budgeted sequential CERTIFY). {schedule} At each of the K = {len(looks)} looks "
+            f"the one-sided Clopper-Pearson bound is taken at level α / K, so all K hold together with probability "
+            f"≥ 1 - α (union bound) and the bound at whichever look sampling stopped is valid. Sampling stopped when "
+            f"the radius at the full budget of {method['n']} samples, were the hit rate to stay where it was, would "
+            f"be within {method['tolerance']} of the radius then: a stopping rule, not a promise about the radius a "
+            f"full run would give.")
+    if method["boundary"] == "exact":
+        test = (
+            "At look j an input was certified when the hits of the chosen class reached `critical[j]`. The table is "
+            "an error-spending boundary (Lan & DeMets 1983, spending α·ln(1 + (e - 1)·n_j / n_K)) for the null "
+            "hypothesis that P(f(x + δ) = chosen class) is at most the probability at which the certified radius "
+            "reaches the target (plus the sampler's cut tail mass), with its level computed exactly by recursion over "
+            "the hit count's distribution (csrc/stats/sequential.cpp) rather than by a union bound. The event of "
+            "crossing grows with that probability, so the level holds under the whole null, and stopping at a look "
+            "for any other reason only removes chances to cross.")
+    else:
+        test = (
+            f"At each of the K = {len(looks)} looks the one-sided Clopper-Pearson bound is taken at level α / K "
+            f"(Horváth et al. 2022; union bound); an input was certified at the first look where that bound gives a "
+            f"radius of at least the target, i.e. where its hits reached `critical[j]`.")
+    return (
+        f"For each input marked certified, with probability at least 1 - α = {1 - method['alpha']:.12g} over the "
+        f"Monte-Carlo sampling, whatever the stopping time, {_smoothed_classifier(method)} predicts the reported "
+        f"class at every point within {norm} distance {method['target_radius']} (`radius`) of the input (sequential "
+        f"CERTIFY at a target radius, at most {method['max_samples']} estimation samples). {schedule} {test} An input "
+        f"stopped as not certified at the last look, or earlier when no later look could reach its critical count or "
+        f"even the upper Clopper-Pearson bound at α / K gave a radius below the target: a rule that only ever says "
+        f"no and cannot make a certificate false. It is a statement about g, not about the base model f; it holds "
+        f"for each input separately at level α. Inputs not certified may still be robust at the target.")
 
 
 def _bounds_guarantee(method: dict) -> str:
@@ -342,13 +406,14 @@ def _finite(value, path) -> None:
             _finite(item, path)
 
 
-@functools.lru_cache(maxsize=1)
-def _schema_text() -> str:
-    return resources.files("certify").joinpath("schemas/certificate-1.schema.json").read_text()
+@functools.lru_cache(maxsize=2)
+def _schema_text(schema_id: str) -> str:
+    return resources.files("certify").joinpath("schemas", SCHEMA_FILES[schema_id]).read_text()
 
 
-def schema() -> dict:
-    return json.loads(_schema_text())
+def schema(schema_id: str = SCHEMA_ID) -> dict:
+    """The JSON schema of `schema_id` (a version this code reads; the newest by default)."""
+    return json.loads(_schema_text(schema_id))
 
 
 def _validator(definition: dict):
@@ -372,6 +437,13 @@ def method_problems(method: dict) -> list[str]:
         norm = NOISES[method["noise"]].norm  # Gaussian -> l2, Laplace / uniform -> l1 (Yang et al. 2020)
         if method["norm"] != norm:
             problems.append(f"{method['noise']} noise certifies {norm} radii, not {method['norm']}")
+        if method["procedure"] in SEQUENTIAL:
+            looks = method["looks"]
+            budget = method.get("max_samples", method.get("n"))
+            if looks[-1] != budget or any(b <= a for a, b in zip(looks, looks[1:])):
+                problems.append(f"the looks must increase and end at the budget {budget}")
+            if len(method.get("critical", looks)) != len(looks):
+                problems.append("critical needs one count per look")
         return problems
     verify = method["procedure"] == "verify"
     for key, wanted in (("eps", verify), ("max_eps", not verify), ("tol", not verify)):
@@ -406,7 +478,10 @@ def check_method(method: dict) -> None:
     family = method.get("family") if isinstance(method, dict) else None
     if family not in ("smoothing", "bounds"):
         raise ValueError(f"method family must be 'smoothing' or 'bounds', got {family!r}")
-    validator = _validator({**definitions["$defs"][family], "$defs": definitions["$defs"]})
+    definition = family
+    if family == "smoothing" and method.get("procedure") in SEQUENTIAL:
+        definition = method["procedure"].replace("-", "_")
+    validator = _validator({**definitions["$defs"][definition], "$defs": definitions["$defs"]})
     error = next(iter(validator.iter_errors(method)), None)
     if error is not None:
         raise ValueError(f"invalid {family} settings: {error.message}")
@@ -422,7 +497,8 @@ def check(cert: dict, public_key: Path | None = None) -> list[tuple[str, bool, s
     results = []
     import jsonschema
 
-    errors = list(_validator(schema()).iter_errors(cert))
+    schema_id = cert.get("schema") if isinstance(cert, dict) else None
+    errors = list(_validator(schema(schema_id if schema_id in SCHEMA_FILES else SCHEMA_ID)).iter_errors(cert))
     if errors:
         # The deepest error: inside a row (from the family's row schema), not "no oneOf branch matched".
         relevant = jsonschema.exceptions.best_match(errors)
@@ -430,14 +506,16 @@ def check(cert: dict, public_key: Path | None = None) -> list[tuple[str, bool, s
         where = "/".join(str(p) for p in best.absolute_path) or "(top level)"
         results.append(("schema", False, f"{len(errors)} problem(s); at {where}: {best.message[:300]}"))
         return results
-    results.append(("schema", True, SCHEMA_ID))
+    results.append(("schema", True, schema_id))
     results.append(_check_signature(cert, public_key))
     problems = method_problems(cert["method"])
     results.append(("method", not problems, "; ".join(problems) if problems else "parameters consistent"))
     if problems:
         return results
     results.append(_check_coverage(cert))
-    if cert["method"]["family"] == "smoothing":
+    if cert["method"].get("procedure") in SEQUENTIAL:
+        results.append(_check_sequential_rows(cert))
+    elif cert["method"]["family"] == "smoothing":
         results.append(_check_smoothing_rows(cert))
     else:
         results.append(_check_bounds_rows(cert))
@@ -630,6 +708,58 @@ def _check_smoothing_rows(cert: dict) -> tuple[str, bool, str]:
         return ("rows", False, f"{len(bad)} row(s) whose p_lower or radius do not follow from their counts, "
                                f"e.g. input {bad[0]}")
     return ("rows", True, f"p_lower and radius of {len(cert['results'])} rows recomputed from their counts")
+
+
+def _check_sequential_rows(cert: dict) -> tuple[str, bool, str]:
+    """Sequential CERTIFY: the method's looks and critical counts are the ones its parameters give
+    (recomputed, the exact boundary's recursion included), and each row's every decision follows
+    from its hits at each look: continue at every look but the last, stop at the last, and the
+    prediction, radius and p_lower the stopping look gives."""
+    from certify.runs.jobs import NOISES, sequential_plan
+    from certify.smoothing.sequential import CERTIFIED, CONTINUE, budget_decider, target_decider, target_test
+
+    m = cert["method"]
+    shape = cert["model"]["input_shape"]
+    try:
+        plan = sequential_plan(m, shape)
+    except ValueError as exc:
+        return ("rows", False, f"the sequential method cannot be recomputed: {exc}")
+    differ = [key for key, value in plan.items() if m.get(key) != value]
+    if differ:
+        return ("rows", False, f"the method's {' and '.join(differ)} are not what its parameters give (recomputed)")
+    noise = NOISES[m["noise"]](m["scale"])
+    tail = noise.tail_mass(math.prod(shape), "native")
+    looks = np.array(m["looks"], dtype=np.int64)
+    target = m["procedure"] == "sequential-target"
+    if target:
+        decide = target_decider(target_test(noise, m["target_radius"], tail, looks, m["alpha"], m["boundary"]))
+    else:
+        decide = budget_decider(noise, m["alpha"] / len(looks), tail, m["n"], m["tolerance"])
+    bad = []
+    for row in cert["results"]:
+        hits, counts, chosen = row["look_hits"], row["counts"], row["selected"]
+        made = len(hits)
+        steps = np.diff(np.concatenate([[0], looks[:made]])) if made <= len(looks) else None
+        gains = np.diff(np.concatenate([[0], hits]))
+        if (steps is None or chosen >= len(counts) or sum(counts) != looks[made - 1] or counts[chosen] != hits[-1]
+                or row["num_samples"] != m["n0"] + looks[made - 1] or (gains < 0).any() or (gains > steps).any()):
+            bad.append(row["index"])
+            continue
+        d, p, r = decide(np.array(hits, dtype=np.int64), looks[:made].copy(), np.arange(made, dtype=np.int64),
+                         np.arange(made) == len(looks) - 1)
+        if (d[:-1] != CONTINUE).any() or d[-1] == CONTINUE:
+            bad.append(row["index"])
+            continue
+        certified = bool(d[-1] == CERTIFIED) if target else bool(p[-1] > 0.5)
+        radius = (float(m["target_radius"]) if target else float(r[-1])) if certified else 0.0
+        if (row["prediction"] != (chosen if certified else -1) or row["radius"] != radius
+                or row["p_lower"] != float(p[-1]) or (target and row["certified"] != certified)):
+            bad.append(row["index"])
+    if bad:
+        return ("rows", False, f"{len(bad)} row(s) whose decisions do not follow from their hits at each look, "
+                               f"e.g. input {bad[0]}")
+    return ("rows", True, f"every look's decision of {len(cert['results'])} rows recomputed from their hits, on "
+                          f"the recomputed {m['boundary']} boundary")
 
 
 # ---------------------------------------------------------------------------- files

@@ -150,9 +150,16 @@ def _finish(cert: dict, out: Path, quiet: bool, started: float) -> None:
         return
     s = cert["summary"]
     what = "smoothed" if cert["method"]["family"] == "smoothing" else "model's"
-    click.echo(f"ran {s['num_inputs']} inputs in {time.perf_counter() - started:.1f} s wall "
-               f"(certification time summed over inputs {s['seconds']:.1f} s, as the certificate records it); "
-               f"accuracy of the {what} prediction {s['clean_accuracy']:.3f}")
+    ran = (f"ran {s['num_inputs']} inputs in {time.perf_counter() - started:.1f} s wall "
+           f"(certification time summed over inputs {s['seconds']:.1f} s, as the certificate records it)")
+    if "certified_fraction" in s:  # sequential at a target radius: a prediction only where certified
+        click.echo(f"{ran}; certified at radius {cert['method']['target_radius']:g}: {s['certified_fraction']:.3f} "
+                   "of the inputs")
+    else:
+        click.echo(f"{ran}; accuracy of the {what} prediction {s['clean_accuracy']:.3f}")
+    if "fixed_samples" in s:
+        click.echo(f"  samples drawn {s['samples']:,} against {s['fixed_samples']:,} for fixed n "
+                   f"({s['fixed_samples'] / max(1, s['samples']):.1f}x fewer)")
     for point in s["certified_accuracy"]:
         click.echo(f"  certified accuracy at radius {point['radius']:<8g} {point['accuracy']:.3f}")
     if s["verified_accuracy"] is not None and s["pgd_accuracy"] is not None:
@@ -184,24 +191,91 @@ def _finish(cert: dict, out: Path, quiet: bool, started: float) -> None:
 @click.option("--sampler", type=click.Choice(["native", "torch"]), default="native", show_default=True,
               help="native: the C++ sampler; torch: the plain-PyTorch reference (recorded as method.backend).")
 @click.option("--radii", callback=_radii, default=None,
-              help="Comma-separated radii for the certified-accuracy table (default 0,0.25,...,3).")
+              help="Comma-separated radii for the certified-accuracy table (default 0,0.25,...,3; with "
+                   "--target-radius, the target).")
+@click.option("--target-radius", type=float, default=None,
+              help="Sequential: decide for each input only whether it is certified at this radius, drawing "
+                   "samples in looks until the answer is settled (far fewer than --n for most inputs).")
+@click.option("--max-samples", type=click.IntRange(min=1, max=2**48), default=None,
+              help="--target-radius: most estimation samples per input (default: --n).")
+@click.option("--sequential", "budgeted", is_flag=True,
+              help="Sequential with budget --n: the certified radius, stopping once the rest of the budget is "
+                   "unlikely to add more than --tolerance to it.")
+@click.option("--tolerance", type=float, default=None,
+              help="--sequential: the radius a full budget may still add when sampling stops (default 0.1 x --sigma).")
+@click.option("--boundary", type=click.Choice(["exact", "bonferroni"]), default=None,
+              help="--target-radius: exact (default: error spending, its level computed exactly; looks 100, then "
+                   "x1.1) or bonferroni (Clopper-Pearson at alpha / K; looks 100, then x2). --sequential uses "
+                   "bonferroni, a confidence sequence.")
+@click.option("--first-look", type=click.IntRange(min=1, max=2**48), default=100, show_default=True,
+              help="Sequential: estimation samples at the first look.")
+@click.option("--growth", type=float, default=None,
+              help="Sequential: each look has this many times the samples of the one before (default: the "
+                   "boundary's, x1.1 exact, x2 bonferroni).")
 @_errors_to_exit_codes
 def smooth(model_path, arch, trust_code, data_spec, labels, limit, out, resume, sign_key, quiet, backend_name, address,
-           workers, sigma, noise, n0, n, alpha, batch_size, seed, sampler, radii):
+           workers, sigma, noise, n0, n, alpha, batch_size, seed, sampler, radii, target_radius, max_samples, budgeted,
+           tolerance, boundary, first_look, growth):
     """Randomized smoothing: CERTIFY (Cohen et al. 2019) for every input.
 
     Each input gets the smoothed classifier's prediction (-1 = abstain) and a radius: with
     probability >= 1 - alpha, the smoothed prediction is constant on the ball of that radius.
+    With --target-radius R (or --sequential), samples come in looks and each input stops as soon
+    as its answer is settled, with the same guarantee whatever the stopping time.
     """
     from certify.runs import run
 
     started = time.perf_counter()
+    sequential = _sequential_settings(target_radius, max_samples, budgeted, tolerance, boundary, growth, sampler, sigma)
     inputs = run.prepare(model_path, data_spec, arch=arch, labels=labels, limit=limit, trust_code=trust_code)
     method = smoothing_method(noise, sigma, n0, n, alpha, batch_size, seed, sampler)
-    _announce(quiet, inputs, f"smoothing: {noise} noise {sigma}, n0={n0}, n={n:,}, alpha={alpha}, seed={seed}")
+    what = f"smoothing: {noise} noise {sigma}, n0={n0}, n={n:,}, alpha={alpha}, seed={seed}"
+    if sequential is not None:
+        from certify.runs.jobs import sequential_method
+
+        method = sequential_method(method, inputs.data.input_shape, first_look=first_look, **sequential)
+        what = (f"sequential smoothing: {noise} noise {sigma}, n0={n0}, alpha={alpha}, seed={seed}, "
+                + (f"target radius {target_radius}, at most {method['max_samples']:,} samples, {method['boundary']} "
+                   "boundary" if target_radius is not None else f"budget n={n:,}, tolerance {method['tolerance']}")
+                + f", {len(method['looks'])} looks")
+        if radii is None and target_radius is not None:
+            radii = [target_radius]
+    _announce(quiet, inputs, what)
     cert = run.execute(out, inputs, method, resume=resume, quiet=quiet, sign_key=sign_key, radii=radii,
                        backend=_backend(backend_name, address, workers))
     _finish(cert, out, quiet, started)
+
+
+def _sequential_settings(target_radius, max_samples, budgeted, tolerance, boundary, growth, sampler, sigma):
+    """The sequential mode's settings from the options (None for fixed-n CERTIFY); bad mixes refused."""
+    if target_radius is None and not budgeted:
+        for given, name in ((max_samples, "--max-samples"), (tolerance, "--tolerance"), (boundary, "--boundary"),
+                            (growth, "--growth")):
+            if given is not None:
+                raise BadInput(f"{name} applies to sequential certification (--target-radius or --sequential)")
+        return None
+    if target_radius is not None and budgeted:
+        raise BadInput("give --target-radius (certified at R?) or --sequential (budgeted radius), not both")
+    if sampler != "native":
+        raise BadInput("sequential certification runs on the native sampler (--sampler native)")
+    if growth is not None and not (math.isfinite(growth) and 1 < growth <= 1000):
+        raise BadInput(f"--growth must lie in (1, 1000], got {growth}")
+    if target_radius is not None:
+        if not (math.isfinite(target_radius) and target_radius >= 0):
+            raise BadInput(f"--target-radius must be finite and >= 0, got {target_radius}")
+        if tolerance is not None:
+            raise BadInput("--tolerance applies to --sequential")
+        return {"target_radius": float(target_radius), "max_samples": max_samples, "boundary": boundary or "exact",
+                "growth": growth}
+    if max_samples is not None:
+        raise BadInput("--max-samples applies to --target-radius; with --sequential the budget is --n")
+    if boundary not in (None, "bonferroni"):
+        raise BadInput("--sequential bounds the radius with the bonferroni confidence sequence; the exact boundary "
+                       "tests one radius (--target-radius)")
+    tolerance = 0.1 * sigma if tolerance is None else tolerance
+    if not (math.isfinite(tolerance) and tolerance >= 0):
+        raise BadInput(f"--tolerance must be finite and >= 0, got {tolerance}")
+    return {"tolerance": float(tolerance), "growth": growth}
 
 
 def _backend(name: str, address, workers):

@@ -1,4 +1,4 @@
-"""Reports from a certificate (schema "certify.certificate/1"): Markdown, and one self-contained HTML file.
+"""Reports from a certificate (schema "certify.certificate/2" or /1): Markdown, and one self-contained HTML file.
 
     import json
     from certify.report import write_report
@@ -17,7 +17,9 @@ accuracy at radius r = fraction of rows that are correct and certified with radi
 certify.certificate.summarize (at r = 0: the clean accuracy for smoothing, whose correct predictions all
 carry a radius > 0, and the verified accuracy for bounds). For bounds with an attack, the PGD accuracy
 (correct and not attacked) is an upper bound on robust accuracy, the certified accuracy at the attack's eps
-a lower bound, and the report states the gap between them.
+a lower bound, and the report states the gap between them. Sequential smoothing adds the samples each
+input used: their distribution, the certified fraction at the target radius, and the saving against
+fixed-n CERTIFY at the same budget (n0 + max_samples, or n0 + n, per input).
 
 The Markdown needs only numpy. The HTML draws its plots with matplotlib on a `matplotlib.figure.Figure`
 with the Agg canvas; pyplot, and its global figure registry, is never imported.
@@ -43,7 +45,9 @@ from certify.smoothing.results import ABSTAIN
 
 __all__ = ["SCHEMA", "render_html", "render_markdown", "write_report"]
 
-SCHEMA = "certify.certificate/1"
+SCHEMA = "certify.certificate/2"
+SCHEMAS = ("certify.certificate/1", SCHEMA)  # version 2 adds sequential smoothing
+_SEQUENTIAL = ("sequential-target", "sequential-budget")
 
 _NOT_RECORDED = "not recorded"
 _SHA_PREFIX = 12  # hex digits of a sha256 shown in the report
@@ -98,6 +102,26 @@ class _Run:
         return self.family == "bounds" and self.procedure == "verify"
 
     @property
+    def sequential(self) -> str | None:
+        """"sequential-target" / "sequential-budget" for sequential smoothing, else None."""
+        procedure = self.method.get("procedure")
+        return procedure if self.family == "smoothing" and procedure in _SEQUENTIAL else None
+
+    def samples(self) -> np.ndarray | None:
+        """(N,) noise samples per input, where every row records them as an integer."""
+        values = [row.get("num_samples") for row in self.cert["results"]]
+        if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+            return None
+        return np.array(values, dtype=np.int64)
+
+    def fixed_samples_per_input(self) -> int | None:
+        """Sequential: what fixed-n CERTIFY at the same budget draws per input."""
+        budget = self.method.get("max_samples" if self.sequential == "sequential-target" else "n")
+        n0 = self.method.get("n0")
+        ok = all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (budget, n0))
+        return n0 + budget if ok else None
+
+    @property
     def norm(self) -> str | None:
         norm = self.method.get("norm")
         return norm if isinstance(norm, str) else None
@@ -138,13 +162,16 @@ def _integer(row: Mapping, key: str, where: str) -> int:
 def _read(cert) -> _Run:
     if not isinstance(cert, Mapping):
         raise TypeError(f"cert must be a dict (a loaded certificate), got {type(cert).__name__}")
-    if cert.get("schema") != SCHEMA:
-        raise ValueError(f"cert['schema'] must be {SCHEMA!r}, got {cert.get('schema')!r}")
+    if cert.get("schema") not in SCHEMAS:
+        raise ValueError(f"cert['schema'] must be one of {SCHEMAS}, got {cert.get('schema')!r}")
     method = _mapping(cert.get("method"), "cert['method']")
     family = method.get("family")
     if family not in ("smoothing", "bounds"):
         raise ValueError(f"cert['method']['family'] must be 'smoothing' or 'bounds', got {family!r}")
     procedure = method.get("procedure")
+    if family == "smoothing" and procedure not in (None, "certify") + _SEQUENTIAL:
+        raise ValueError(f"cert['method']['procedure'] must be 'certify' or one of {_SEQUENTIAL} for smoothing, "
+                         f"got {procedure!r}")
     if family == "bounds" and procedure not in ("verify", "radius"):
         raise ValueError(f"cert['method']['procedure'] must be 'verify' or 'radius' for bounds, got {procedure!r}")
     attack = None
@@ -192,6 +219,34 @@ def _read(cert) -> _Run:
     return _Run(cert, family, procedure if family == "bounds" else None, method, attack, rows)
 
 
+def _sequential_table(run: _Run) -> _Table | None:
+    """Sequential smoothing: samples per input against fixed n, and the certified fraction at the target."""
+    samples = run.samples()
+    if run.sequential is None or samples is None or len(samples) == 0:
+        return None
+    rows = []
+    if run.sequential == "sequential-target":
+        r = run.rows
+        target = _text(run.method.get("target_radius"))
+        rows.append((_cell(f"Certified at the target radius {target} (any class)"),
+                     _cell(_pct(int(r.certified.sum()), len(r)))))
+        rows.append((_cell(f"Certified at {target} with the label (certified accuracy)"),
+                     _cell(_pct(int(r.correct_certified.sum()), len(r)))))
+    quantiles = np.percentile(samples, [0, 50, 90, 100])
+    rows.append((_cell("Samples per input: mean / median / 90th percentile / min / max"),
+                 _cell(f"{samples.mean():,.0f} / {quantiles[1]:,.0f} / {quantiles[2]:,.0f} / {quantiles[0]:,.0f} / "
+                       f"{quantiles[3]:,.0f}")))
+    fixed = run.fixed_samples_per_input()
+    if fixed is not None:
+        rows.append((_cell("Fixed-n CERTIFY at the same budget, per input"), _cell(f"{fixed:,}")))
+        rows.append((_cell("Samples saved"), _cell(f"{fixed * len(samples) / max(1, samples.sum()):.1f}x fewer "
+                                                   f"({samples.sum():,} drawn against {fixed * len(samples):,})")))
+    looks = run.method.get("looks")
+    if isinstance(looks, list):
+        rows.append((_cell("Looks (boundary)"), _cell(f"{len(looks)} ({_text(run.method.get('boundary'))})")))
+    return _Table(("Quantity", "Value"), tuple(rows))
+
+
 # ----------------------------------------------------------------------------------------------------
 # The content, shared by both renderers: they differ only in how they escape and lay it out
 
@@ -224,6 +279,7 @@ class _Content:
     radii: _Table
     radii_notes: tuple[str, ...]
     per_class: _Table
+    sequential: _Table | None  # sequential smoothing: samples used, saving, certified fraction
     notes: tuple[str, ...]  # what is missing, edge cases
     consistency: tuple[str, ...]
 
@@ -272,8 +328,11 @@ def _file(entry: Mapping, what: str) -> _Cell:
 
 def _title(run: _Run) -> str:
     m = run.method
+    if run.sequential == "sequential-target":
+        return (f"Certification report: sequential randomized smoothing at radius {_text(m.get('target_radius'))}, "
+                f"{_text(m.get('noise'))} noise (scale {_text(m.get('scale'))}), {_text(m.get('norm'))}")
     if run.family == "smoothing":
-        return (f"Certification report: randomized smoothing, {_text(m.get('noise'))} noise "
+        return (f"Certification report: {'sequential ' if run.sequential else ''}randomized smoothing, {_text(m.get('noise'))} noise "
                 f"(scale {_text(m.get('scale'))}), {_text(m.get('norm'))} radius")
     if run.verify_mode:
         return (f"Certification report: bound propagation, {_text(m.get('method'))}, "
@@ -288,9 +347,11 @@ def _facts(run: _Run) -> _Table:
     data = _mapping(cert.get("data"), "cert['data']")
     model_cell = _file(model, "model") + (_fields(model),)
     data_cell = _file(data, "data") + (_fields(data) + f", {len(run.rows)} rows",)
-    skip = {"family", "seed", "attack"}
+    skip = {"family", "seed", "attack", "looks", "critical"}  # sequential tables: summarised below
     # null parameters belong to the other procedure (eps in radius mode, max_eps in verify mode)
     parameters = ", ".join(f"{k} {_text(v)}" for k, v in m.items() if k not in skip and v is not None)
+    if isinstance(m.get("looks"), list):
+        parameters += f", {len(m['looks'])} looks (listed in the certificate with their critical counts)"
     rows = [
         (_cell("Model"), model_cell),
         (_cell("Data"), data_cell),
@@ -326,9 +387,12 @@ def _facts(run: _Run) -> _Table:
 def _summary(run: _Run) -> _Table:
     r = run.rows
     n = len(r)
-    rows = [(_cell("Inputs (rows)"), _cell(str(n))),
-            (_cell("Clean accuracy"), _cell(_pct(int(r.correct.sum()), n)))]
-    if run.family == "smoothing":
+    rows = [(_cell("Inputs (rows)"), _cell(str(n)))]
+    if run.sequential == "sequential-target":  # a prediction is made only where it is certified
+        rows.append((_cell("Not certified at the target radius"), _cell(_pct(int((~r.certified).sum()), n))))
+    else:
+        rows.append((_cell("Clean accuracy"), _cell(_pct(int(r.correct.sum()), n))))
+    if run.family == "smoothing" and run.sequential != "sequential-target":
         rows.append((_cell("Abstain rate"), _cell(_pct(int((r.prediction == ABSTAIN).sum()), n))))
     else:
         rows.append((_cell("Verified accuracy"), _cell(_pct(int(r.correct_certified.sum()), n))))
@@ -595,6 +659,7 @@ def _content(run: _Run) -> _Content:
         radii=radii_table,
         radii_notes=radii_notes,
         per_class=_per_class(run, radii),
+        sequential=_sequential_table(run),
         notes=_notes(run),
         consistency=_consistency(run),
     )
@@ -638,7 +703,7 @@ def _md_table(table: _Table) -> list[str]:
 
 
 def render_markdown(cert: dict) -> str:
-    """A Markdown report of a certificate (schema "certify.certificate/1"); see the module docstring.
+    """A Markdown report of a certificate (schema "certify.certificate/2" or /1); see the module docstring.
 
     Raises TypeError when cert, or a field the report needs, has the wrong type (a row without an integer
     label, say), ValueError when a value is not one it can read (another schema, an unknown method family,
@@ -650,6 +715,8 @@ def render_markdown(cert: dict) -> str:
     out += ["", "## Summary", ""] + _md_table(c.summary)
     if c.gap:
         out += ["", _md_plain(" ".join(c.gap))]
+    if c.sequential is not None:
+        out += ["", "## Sequential sampling", ""] + _md_table(c.sequential)
     out += ["", f"## {_md_plain(c.radii_title)}", ""] + _md_table(c.radii)
     out += [""] + [_md_plain(note) for note in c.radii_notes] + ([""] if c.radii_notes else [])
     out += ["## Per class", ""] + (_md_table(c.per_class) if c.per_class.rows else ["No rows."])
@@ -783,6 +850,26 @@ figure { margin: 1rem 0; } img { max-width: 100%; height: auto; }
 """
 
 
+def _samples_png(run: _Run) -> str:
+    """Samples used per input (log-spaced bins), with fixed-n CERTIFY's count for comparison."""
+    samples = run.samples()
+    fixed = run.fixed_samples_per_input()
+    figure = _figure(6.0, 3.2)
+    ax = figure.add_subplot()
+    top = max(int(samples.max()), fixed or 0, 2)
+    bins = np.unique(np.geomspace(max(1, int(samples.min())), top * 1.05, 30).astype(np.int64))
+    ax.hist(samples, bins=bins if len(bins) > 1 else 10, color="C0", edgecolor="white")
+    ax.set_xscale("log")
+    if fixed is not None:
+        ax.axvline(fixed, color="C3", linestyle="--", label=f"fixed n: {fixed:,} per input")
+        ax.legend(loc="best", fontsize="small")
+    ax.set_xlabel("noise samples used (n0 + estimation)")
+    ax.set_ylabel("inputs")
+    ax.yaxis.get_major_locator().set_params(integer=True)
+    ax.set_title(f"Samples per input, mean {samples.mean():,.0f}")
+    return _png(figure)
+
+
 def _html_cell(cell: _Cell) -> str:
     return "".join(f"<code>{html.escape(p.text)}</code>" if isinstance(p, _Code) else html.escape(p)
                    for p in cell)
@@ -818,6 +905,9 @@ def render_html(cert: dict) -> str:
     out += ["<h2>Summary</h2>"] + _html_table(c.summary)
     if c.gap:
         out.append(f'<p class="gap">{esc(" ".join(c.gap))}</p>')
+    if c.sequential is not None:
+        out += ["<h2>Sequential sampling</h2>"] + _html_table(c.sequential)
+        out.append(_html_figure(_samples_png(run), "Samples used per input against fixed-n CERTIFY"))
     out += [f"<h2>{esc(c.radii_title)}</h2>"] + _html_table(c.radii)
     out += [f"<p>{esc(note)}</p>" for note in c.radii_notes]
     if len(run.rows) == 0:
@@ -829,6 +919,9 @@ def render_html(cert: dict) -> str:
             out.append(_html_figure(_curve_png(run), "Certified accuracy against radius, computed from the rows"))
         if len(_histogram_radii(run.rows)) == 0:
             out.append('<p class="missing">No input was certified correct: no radius histogram.</p>')
+        elif run.sequential == "sequential-target":
+            out.append(f'<p class="missing">At a target radius every certified input has radius '
+                       f'{esc(_text(run.method.get("target_radius")))}: no histogram.</p>')
         elif run.verify_mode:
             eps = run.number("eps")
             out.append(f'<p class="missing">In verify mode every certified input has radius '

@@ -23,7 +23,8 @@ from certify.runs.run import make_job, prepare
 
 __all__ = ["audit_certificate"]
 
-SMOOTHING_FIELDS = ("label", "prediction", "correct", "radius", "p_lower", "counts", "num_samples")
+SMOOTHING_FIELDS = ("label", "prediction", "correct", "radius", "p_lower", "counts", "num_samples", "certified",
+                    "selected", "look_hits")  # the last three: sequential rows only
 BOUNDS_FIELDS = ("label", "prediction", "correct", "verified", "radius", "attacked", "float32_disagrees", "status")
 SEARCH_FIELDS = ("verified", "radius", "status")  # what complete mode's search decides
 

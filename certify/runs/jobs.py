@@ -19,12 +19,60 @@ import certify
 from certify.attack import pgd
 from certify.formats.data_files import Dataset
 
-__all__ = ["SmoothingJob", "BoundsJob", "NOISES", "contiguous_runs", "num_classes_of"]
+__all__ = ["SmoothingJob", "BoundsJob", "NOISES", "SEQUENTIAL", "contiguous_runs", "num_classes_of", "sequential_method",
+           "sequential_plan"]
 
 NOISES = {"gaussian": certify.Gaussian, "laplace": certify.Laplace, "uniform": certify.Uniform}
 # An audit's replay of a complete-mode row runs on the row's domain budget, with this many times
 # the run's time per input as a backstop (an auditor's machine may be much slower).
 REPLAY_SECONDS_FACTOR = 20
+
+
+SEQUENTIAL = ("sequential-target", "sequential-budget")
+
+
+def sequential_method(method: dict, input_shape, *, target_radius: float | None = None, max_samples: int | None = None,
+                      boundary: str = "bonferroni", tolerance: float | None = None, first_look: int = 100,
+                      growth: float | None = None) -> dict:
+    """A fixed-n smoothing method (the CLI's) turned sequential: at a target radius (budget
+    max_samples, default n) or budgeted (budget n, tolerance), with its look schedule and, at a
+    target, the boundary's critical counts written out (sequential_plan) so the certificate states
+    every number its decisions were taken on."""
+    from certify.smoothing.sequential import Schedule
+
+    common = {k: method[k] for k in ("family", "noise", "scale", "norm", "n0", "alpha", "batch_size", "seed", "backend")}
+    if target_radius is not None:
+        boundary = boundary or "exact"
+        settings = {**common, "procedure": "sequential-target", "max_samples": max_samples or method["n"],
+                    "target_radius": float(target_radius), "boundary": boundary}
+    else:
+        boundary = "bonferroni"
+        settings = {**common, "procedure": "sequential-budget", "n": method["n"], "tolerance": float(tolerance),
+                    "boundary": boundary}
+    settings["first_look"] = int(first_look)
+    settings["growth"] = Schedule(growth=growth).growth_for(boundary)
+    settings.update(sequential_plan(settings, input_shape))
+    return settings
+
+
+def sequential_plan(method: dict, input_shape) -> dict:
+    """{"looks": [...]} of a sequential method, and at a target radius {"critical": [...]}: what its
+    parameters and the input size (the sampler's tail mass) give. The run records them; the
+    certificate check recomputes them (ValueError for parameters the boundary cannot design for)."""
+    from certify._native import core
+    from certify.smoothing.sequential import Schedule, target_test
+
+    noise = NOISES[method["noise"]](method["scale"])
+    schedule = Schedule(method["first_look"], method["growth"])
+    if method["procedure"] == "sequential-budget":
+        return {"looks": schedule.looks(method["n"], "bonferroni").tolist()}
+    looks = schedule.looks(method["max_samples"], method["boundary"])
+    tail = noise.tail_mass(math.prod(input_shape), "native")
+    if method["boundary"] == "exact" and method["max_samples"] > core.EXACT_MAX_SAMPLES:
+        raise ValueError(f"the exact boundary designs for max_samples up to {core.EXACT_MAX_SAMPLES:,}; "
+                         f"got {method['max_samples']:,}: use --boundary bonferroni")
+    test = target_test(noise, method["target_radius"], tail, looks, method["alpha"], method["boundary"])
+    return {"looks": looks.tolist(), "critical": test.critical.tolist()}
 
 
 def contiguous_runs(indices: list[int]) -> list[list[int]]:
@@ -39,7 +87,8 @@ def contiguous_runs(indices: list[int]) -> list[list[int]]:
 
 
 class SmoothingJob:
-    """CERTIFY (Cohen et al. 2019) for each input, with the run's method parameters."""
+    """CERTIFY (Cohen et al. 2019) for each input, with the run's method parameters; or sequential
+    CERTIFY (procedures in SEQUENTIAL), whose rows add the selected class and the hits at each look."""
 
     def __init__(self, module, num_classes: int, data: Dataset, method: dict):
         noise = NOISES[method["noise"]](method["scale"])
@@ -47,9 +96,24 @@ class SmoothingJob:
                                          backend=method["backend"])
         self.data = data
         self.method = method
-        self.samples_per_input = method["n0"] + method["n"]
-        # Enough inputs per call to fill a few model batches (small n), at least one.
-        self.chunk = max(1, min(64, 4 * method["batch_size"] // self.samples_per_input))
+        self.sequential = method["procedure"] in SEQUENTIAL
+        if self.sequential:
+            plan = sequential_plan(method, data.input_shape)
+            if any(method.get(key) != value for key, value in plan.items()):
+                raise ValueError("the method's looks or critical counts are not the ones its parameters give")
+            from certify.smoothing.sequential import Schedule
+
+            self.schedule = Schedule(method["first_look"], method["growth"])
+            budget = method.get("max_samples", method.get("n"))
+            # The most an input may draw (the progress line's ETA counts inputs instead: most stop early).
+            self.samples_per_input = 0
+            # Inputs stop at different looks; a chunk fills model batches across them until the last
+            # one stops, and commits then.
+            self.chunk = max(1, min(32, 64 * method["batch_size"] // (method["n0"] + min(budget, 10_000))))
+        else:
+            self.samples_per_input = method["n0"] + method["n"]
+            # Enough inputs per call to fill a few model batches (small n), at least one.
+            self.chunk = max(1, min(64, 4 * method["batch_size"] // self.samples_per_input))
 
     def certify(self, indices: list[int], progress: Callable[[int], None] | None = None) -> list[dict]:
         """Rows for `indices`; progress(samples) is told of samples as they are drawn."""
@@ -65,19 +129,34 @@ class SmoothingJob:
                 seen[0] = done
 
             results = self.smoothed.certify_batch(
-                self.data.x[run[0]:run[-1] + 1], n0=m["n0"], n=m["n"], alpha=m["alpha"],
-                batch_size=m["batch_size"], seed=m["seed"], start_index=run[0], progress=tick,
-            )
+                self.data.x[run[0]:run[-1] + 1], n0=m["n0"], n=m.get("n", m.get("max_samples")), alpha=m["alpha"],
+                batch_size=m["batch_size"], seed=m["seed"], start_index=run[0], progress=tick, **self._sequential())
             seconds = (time.perf_counter() - start) / len(run)
-            for i, result in zip(run, results):
+            for j, (i, result) in enumerate(zip(run, results)):
                 label = int(self.data.y[i])
-                rows.append({
+                row = {
                     "index": i, "label": label, "prediction": result.prediction,
                     "correct": result.prediction == label, "radius": result.radius, "p_lower": result.p_lower,
                     "counts": [int(c) for c in result.counts], "num_samples": result.num_samples,
                     "seconds": seconds,
-                })
+                }
+                if self.sequential:
+                    row["selected"] = int(results.selected[j])
+                    row["look_hits"] = list(result.look_hits)
+                    if m["procedure"] == "sequential-target":
+                        row["certified"] = result.certified
+                rows.append(row)
         return rows
+
+    def _sequential(self) -> dict:
+        """certify_batch's arguments for the sequential procedures."""
+        m = self.method
+        if m["procedure"] == "sequential-target":
+            return {"target_radius": m["target_radius"], "max_samples": m["max_samples"], "boundary": m["boundary"],
+                    "schedule": self.schedule}
+        if m["procedure"] == "sequential-budget":
+            return {"sequential": True, "tolerance": m["tolerance"], "schedule": self.schedule}
+        return {}
 
 
 class BoundsJob:

@@ -1,7 +1,7 @@
 """A certification run, from a model file and data to a run folder:
 
     RUN/run.sqlite         the run store: settings and one committed row per finished input
-    RUN/certificate.json   the certificate (certify.certificate/1), written when every input is done
+    RUN/certificate.json   the certificate (certify.certificate/2), written when every input is done
     RUN/report.html        self-contained report with plots;  RUN/report.md: the same, in Markdown
 
 `prepare` reads the model and data and checks they fit before anything is written, so bad input

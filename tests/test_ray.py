@@ -11,6 +11,7 @@ from run_files import make_files, small_chunks, stored_rows
 
 from certify.cli import bounds_method, smoothing_method
 from certify.runs import run
+from certify.runs.jobs import sequential_method
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'certify[ray]')")
 from certify.runs.backends import RayBackend  # noqa: E402
@@ -18,6 +19,7 @@ from certify.runs.backends import RayBackend  # noqa: E402
 SMOOTH = smoothing_method("gaussian", 0.5, 50, 4_000, 0.01, 2_000, 11, "native")
 BOUNDS = bounds_method("crown", "linf", 0.05, None, None, None,
                        {"name": "pgd", "eps": 0.05, "steps": 10, "restarts": 1, "seed": 0})
+SEQUENTIAL = sequential_method(SMOOTH, (6,), target_radius=0.3, boundary="exact")  # make_files: 6 features
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +45,7 @@ def comparable(cert):
     return rest, rows, summary
 
 
-@pytest.mark.parametrize("method", [SMOOTH, BOUNDS], ids=["smooth", "bounds"])
+@pytest.mark.parametrize("method", [SMOOTH, BOUNDS, SEQUENTIAL], ids=["smooth", "bounds", "sequential"])
 def test_ray_certificate_equals_local(cluster, tmp_path, monkeypatch, method):
     model, data = make_files(tmp_path, count=20)
     inputs = run.prepare(model, data)

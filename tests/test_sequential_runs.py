@@ -1,0 +1,185 @@
+"""Sequential certification as a run: CLI, run store (kill and resume), certificate (schema 2,
+every decision replayed by the checker, tampering caught), audit, report. Ray: tests/test_ray.py."""
+
+import copy
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from run_files import make_files, run_cli, stored_rows, without_times
+
+from certify import certificate
+from certify.cli import smoothing_method
+from certify.report import render_html, render_markdown
+from certify.runs import run
+from certify.runs.audit import audit_certificate
+from certify.runs.jobs import sequential_method
+
+BASE = smoothing_method("gaussian", 0.5, 50, 20_000, 0.01, 2_000, 3, "native")
+
+
+def target(input_shape, boundary="exact", radius=0.3):
+    return sequential_method(BASE, input_shape, target_radius=radius, boundary=boundary, first_look=50)
+
+
+def budget(input_shape):
+    return sequential_method(BASE, input_shape, tolerance=0.05, first_look=50)
+
+
+@pytest.fixture
+def runs(files, tmp_path):
+    """The three sequential procedures on the same 12 inputs."""
+    inputs = run.prepare(*files)
+    shape = inputs.data.input_shape
+    return {name: run.execute(tmp_path / name, inputs, method, quiet=True)
+            for name, method in (("exact", target(shape)), ("bonferroni", target(shape, "bonferroni")),
+                                 ("budget", budget(shape)))}
+
+
+def failed(checks):
+    return {name for name, ok, _ in checks if not ok}
+
+
+def test_certificates_pass_their_checks(runs):
+    for name, cert in runs.items():
+        assert cert["schema"] == "certify.certificate/2"
+        assert not failed(certificate.check(cert)), name
+        rows = cert["results"]
+        assert all(r["num_samples"] == BASE["n0"] + cert["method"]["looks"][len(r["look_hits"]) - 1] for r in rows)
+        s = cert["summary"]
+        assert s["fixed_samples"] == len(rows) * (BASE["n0"] + BASE["n"])
+        assert s["samples"] < s["fixed_samples"]  # some inputs stopped early
+    exact, bonferroni = runs["exact"], runs["bonferroni"]
+    assert exact["summary"]["certified_fraction"] == np.mean([r["certified"] for r in exact["results"]])
+    assert "whatever the stopping time" in exact["guarantee"] and "error-spending" in exact["guarantee"]
+    assert "α / K" in bonferroni["guarantee"]
+    # The two boundaries decide the same clear inputs the same way; certified rows carry radius = target.
+    for row in exact["results"]:
+        assert row["radius"] == (0.3 if row["certified"] else 0.0)
+        assert row["prediction"] == (row["selected"] if row["certified"] else -1)
+
+
+def test_every_decision_is_replayed_so_edits_are_caught(runs):
+    exact = runs["exact"]
+    certified = next(i for i, r in enumerate(exact["results"]) if r["certified"] and len(r["look_hits"]) > 1)
+    refused = next((i for i, r in enumerate(exact["results"]) if not r["certified"]), None)
+
+    def edited(cert, change):
+        forged = copy.deepcopy(cert)
+        change(forged)
+        forged["summary"] = certificate.summarize(forged["method"], forged["results"],
+                                                  [c["radius"] for c in forged["summary"]["certified_accuracy"]])
+        return failed(certificate.check(forged))
+
+    def stop_earlier(c):  # drop the stopping look, counts made consistent: the boundary said continue there
+        row = c["results"][certified]
+        row["look_hits"] = row["look_hits"][:-1]
+        drawn = c["method"]["looks"][len(row["look_hits"]) - 1]
+        row["num_samples"] = BASE["n0"] + drawn
+        row["counts"] = [0] * len(row["counts"])
+        row["counts"][row["selected"]] = row["look_hits"][-1]
+        row["counts"][(row["selected"] + 1) % len(row["counts"])] = drawn - row["look_hits"][-1]
+
+    def lower_boundary(c):
+        c["method"]["critical"] = [k - 1 for k in c["method"]["critical"]]
+
+    def more_hits(c):  # a look with more hits than samples added
+        row = c["results"][certified]
+        row["look_hits"][0] = c["method"]["looks"][0] + 1
+
+    def flip(c):
+        row = c["results"][refused if refused is not None else certified]
+        row["certified"] = not row["certified"]
+
+    def growth(c):
+        c["method"]["growth"] = 1.2
+
+    def alpha(c):
+        c["method"]["alpha"] = 0.05
+
+    for change in (stop_earlier, lower_boundary, more_hits, flip, growth, alpha):
+        assert "rows" in edited(exact, change), change.__name__
+    assert not edited(exact, lambda c: None)
+
+
+def test_audit_recertifies_identically(runs, files, tmp_path):
+    for name, cert in runs.items():
+        path = tmp_path / name / run.CERTIFICATE_NAME
+        checks = audit_certificate(cert, path, 4, *files)
+        assert not failed(checks), (name, checks)
+    forged = copy.deepcopy(runs["exact"])
+    forged["method"]["seed"] = 4  # the same boundary, another noise: the audit's rows differ
+    checks = audit_certificate(forged, tmp_path / "exact" / run.CERTIFICATE_NAME, 12, *files)
+    assert "audit" in failed(checks)
+
+
+def test_a_version_1_certificate_still_verifies(files, tmp_path):
+    inputs = run.prepare(*files, limit=4)
+    cert = run.execute(tmp_path / "fixed", inputs, BASE, quiet=True)
+    old = dict(cert, schema="certify.certificate/1")
+    assert not failed(certificate.check(old))
+    assert "schema" in failed(certificate.check(dict(old, method=target(inputs.data.input_shape))))
+    assert "Certification report" in render_markdown(old)
+
+
+def test_report_shows_samples_and_saving(runs):
+    markdown = render_markdown(runs["exact"])
+    assert "## Sequential sampling" in markdown and "Certified at the target radius 0.3" in markdown
+    assert "fewer" in markdown
+    page = render_html(runs["exact"])
+    assert page.count("data:image/png;base64,") == 2  # certified accuracy, samples per input
+    assert "Samples used per input" in page
+
+
+def test_kill_and_resume_gives_identical_rows(tmp_path):
+    model, data = make_files(tmp_path, count=80)
+    args = ("smooth", "--model", model, "--data", data, "--sigma", "0.5", "--n0", "100", "--target-radius", "0.2",
+            "--max-samples", "200000", "--batch-size", "4000", "--alpha", "0.01", "--quiet")
+    whole = run_cli(*args, "--out", "whole", cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr
+    process = subprocess.Popen([sys.executable, "-m", "certify.cli", *map(str, args), "--out", "cut"], cwd=tmp_path,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    store = tmp_path / "cut" / "run.sqlite"
+    deadline = time.time() + 120
+    while time.time() < deadline and stored_rows(store) < 1:
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    stored = stored_rows(store)
+    assert 1 <= stored < 80, "the kill must land mid-run"
+    resumed = run_cli(*args, "--out", "cut", "--resume", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+
+    def rows(folder):
+        with sqlite3.connect(tmp_path / folder / "run.sqlite") as db:
+            return without_times([json.loads(r) for (r,) in db.execute("SELECT row FROM results ORDER BY idx")])
+
+    assert [r["index"] for r in rows("cut")] == list(range(80))
+    assert rows("cut") == rows("whole")
+    checked = run_cli("verify-certificate", tmp_path / "cut" / "certificate.json", "--audit", "3", cwd=tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+@pytest.mark.parametrize("extra,match", [
+    (("--target-radius", "0.3", "--sequential"), "not both"),
+    (("--max-samples", "100"), "--max-samples applies"),
+    (("--sequential", "--max-samples", "100"), "budget is --n"),
+    (("--target-radius", "0.3", "--tolerance", "0.1"), "--tolerance applies"),
+    (("--sequential", "--boundary", "exact"), "bonferroni"),
+    (("--target-radius", "0.3", "--sampler", "torch"), "native sampler"),
+    (("--target-radius", "0.3", "--growth", "1"), "--growth"),
+    (("--target-radius", "-1"), "--target-radius"),
+    (("--target-radius", "0.3", "--max-samples", "20000000"), "bonferroni"),
+])
+def test_bad_sequential_options(files, tmp_path, extra, match):
+    model, data = files
+    result = run_cli("smooth", "--model", model, "--data", data, "--sigma", "0.5", "--out", "r", *extra, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert match in result.stderr
+    assert not (tmp_path / "r").exists()

@@ -404,7 +404,7 @@ def test_no_rows_and_missing_optional_fields():
 
 
 @pytest.mark.parametrize("change,error,match", [
-    (lambda c: c.update(schema="certify.certificate/2"), ValueError, "cert\\['schema'\\] must be"),
+    (lambda c: c.update(schema="certify.certificate/3"), ValueError, "cert\\['schema'\\] must be one of"),
     (lambda c: c["method"].update(family="magic"), ValueError, "family"),
     (lambda c: c["results"][1].pop("prediction"), TypeError, "cert\\['results'\\]\\[1\\]\\['prediction'\\]"),
     (lambda c: c["results"][2].update(radius=-0.5), ValueError, "radius'\\] must be a finite number >= 0"),

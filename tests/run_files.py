@@ -1,8 +1,12 @@
 """Small model and data files, and the helpers shared by the run, certificate, CLI and Ray tests."""
 
+import json
+import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 
 import torch
 from torch import nn
@@ -42,6 +46,26 @@ def stored_rows(store) -> int:
             return db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
     except sqlite3.OperationalError:  # the table is not created yet
         return 0
+
+
+def kill_mid_run(args, cwd, out, at_least: int = 1) -> int:
+    """Starts `certify ARGS --out OUT` from `cwd` and kills it with SIGKILL once `at_least` rows are
+    committed (or after 120 s); returns how many rows it had committed."""
+    process = subprocess.Popen([sys.executable, "-m", "certify.cli", *map(str, args), "--out", str(out)], cwd=cwd,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    store = cwd / out / "run.sqlite"
+    deadline = time.time() + 120
+    while time.time() < deadline and stored_rows(store) < at_least and process.poll() is None:
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    return stored_rows(store)
+
+
+def store_rows(store) -> list[dict]:
+    """A run store's rows in input order, timing fields dropped (they differ between runs)."""
+    with sqlite3.connect(store) as db:
+        return without_times([json.loads(r) for (r,) in db.execute("SELECT row FROM results ORDER BY idx")])
 
 
 def small_chunks(monkeypatch, size):

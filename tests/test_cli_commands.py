@@ -3,15 +3,10 @@ resume after SIGKILL, and bad input that fails clearly without leaving half-writ
 
 import json
 import os
-import signal
-import sqlite3
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
-from run_files import make_files, run_cli, stored_rows
+from run_files import kill_mid_run, make_files, run_cli, store_rows
 from torch import nn
 
 from certify.formats.onnx_import import export_onnx
@@ -112,30 +107,16 @@ def test_kill_and_resume_gives_identical_rows(tmp_path):
     whole = certify(*args, "--out", "whole", cwd=tmp_path)
     assert whole.returncode == 0, whole.stderr
 
-    process = subprocess.Popen([sys.executable, "-m", "certify.cli", *map(str, args), "--out", "cut"], cwd=tmp_path,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    store = tmp_path / "cut" / "run.sqlite"
-    deadline = time.time() + 120
-    while time.time() < deadline and stored_rows(store) < 5:
-        time.sleep(0.05)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    stored = stored_rows(store)
+    stored = kill_mid_run(args, tmp_path, "cut", at_least=5)
     assert 5 <= stored < 40, "the kill must land mid-run"
     assert not (tmp_path / "cut" / "certificate.json").exists()
 
     resumed = certify(*args, "--out", "cut", "--resume", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
 
-    def rows(folder):
-        with sqlite3.connect(tmp_path / folder / "run.sqlite") as db:
-            out = [(idx, json.loads(row)) for idx, row in db.execute("SELECT idx, row FROM results ORDER BY idx")]
-        for _, row in out:
-            del row["seconds"]
-        return out
-
-    assert [i for i, _ in rows("cut")] == list(range(40))  # no gaps, no duplicates
-    assert rows("cut") == rows("whole")
+    cut = store_rows(tmp_path / "cut" / "run.sqlite")
+    assert [r["index"] for r in cut] == list(range(40))  # no gaps, no duplicates
+    assert cut == store_rows(tmp_path / "whole" / "run.sqlite")
 
 
 # ---------------------------------------------------------------------------- bad input

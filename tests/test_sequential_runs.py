@@ -2,17 +2,10 @@
 every decision replayed by the checker, tampering caught), audit, report. Ray: tests/test_ray.py."""
 
 import copy
-import json
-import os
-import signal
-import sqlite3
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
-from run_files import make_files, run_cli, stored_rows, without_times
+from run_files import kill_mid_run, make_files, run_cli, store_rows
 
 from certify import certificate
 from certify.cli import smoothing_method
@@ -143,25 +136,14 @@ def test_kill_and_resume_gives_identical_rows(tmp_path):
             "--max-samples", "200000", "--batch-size", "4000", "--alpha", "0.01", "--quiet")
     whole = run_cli(*args, "--out", "whole", cwd=tmp_path)
     assert whole.returncode == 0, whole.stderr
-    process = subprocess.Popen([sys.executable, "-m", "certify.cli", *map(str, args), "--out", "cut"], cwd=tmp_path,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    store = tmp_path / "cut" / "run.sqlite"
-    deadline = time.time() + 120
-    while time.time() < deadline and stored_rows(store) < 1:
-        time.sleep(0.02)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    stored = stored_rows(store)
+    stored = kill_mid_run(args, tmp_path, "cut", at_least=1)
     assert 1 <= stored < 80, "the kill must land mid-run"
     resumed = run_cli(*args, "--out", "cut", "--resume", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
 
-    def rows(folder):
-        with sqlite3.connect(tmp_path / folder / "run.sqlite") as db:
-            return without_times([json.loads(r) for (r,) in db.execute("SELECT row FROM results ORDER BY idx")])
-
-    assert [r["index"] for r in rows("cut")] == list(range(80))
-    assert rows("cut") == rows("whole")
+    cut = store_rows(tmp_path / "cut" / "run.sqlite")
+    assert [r["index"] for r in cut] == list(range(80))
+    assert cut == store_rows(tmp_path / "whole" / "run.sqlite")
     checked = run_cli("verify-certificate", tmp_path / "cut" / "certificate.json", "--audit", "3", cwd=tmp_path)
     assert checked.returncode == 0, checked.stdout + checked.stderr
 

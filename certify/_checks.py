@@ -19,13 +19,30 @@ def positive_int(name: str, value, minimum: int = 1) -> int:
     return int(value)
 
 
+# The smallest failure probability taken: below it the binomial bounds' arithmetic reaches
+# subnormal numbers, where their outward rounding no longer covers the error (csrc/stats/binomial.h).
+MIN_ALPHA = 1e-300
+
+
 def probability_level(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number in (0, 1), got {type(value).__name__}")
     value = float(value)
     if not 0.0 < value < 1.0:
         raise ValueError(f"{name} must lie strictly between 0 and 1, got {value}")
+    if value < MIN_ALPHA:
+        raise ValueError(f"{name} must be >= {MIN_ALPHA:g}, got {value}")
     return value
+
+
+def non_negative(name: str, value) -> float:
+    """A finite number >= 0, as a float (-0.0 becomes 0.0)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number >= 0, got {type(value).__name__}")
+    value = float(value)
+    if not (math.isfinite(value) and value >= 0.0):
+        raise ValueError(f"{name} must be finite and >= 0, got {value}")
+    return value + 0.0
 
 
 def positive_scale(name: str, value) -> float:

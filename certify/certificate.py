@@ -162,7 +162,7 @@ def _sequential_guarantee(method: dict) -> str:
     norm = NORM_NAMES[method["norm"]]
     looks = method["looks"]
     schedule = (f"The estimation samples were drawn in looks of {looks[0]}, ..., {looks[-1]} samples (`looks`: "
-                f"{method['first_look']}, then ×{method['growth']:g}), a schedule fixed before any sample was drawn; "
+                f"{method['first_look']}, then ×{method['growth']!r}), a schedule fixed before any sample was drawn; "
                 f"the class was chosen from {method['n0']} independent samples; noise from Philox4x32-10 with seed "
                 f"{method['seed']}.")
     if method["procedure"] == "sequential-budget":

@@ -76,9 +76,12 @@ def _positive(name):
 
 
 def _probability(ctx, param, value):
-    if not 0 < value < 1:
-        raise click.BadParameter(f"must lie strictly between 0 and 1, got {value}", param_hint="--alpha")
-    return value
+    from certify import _checks
+
+    try:
+        return _checks.probability_level("alpha", value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc).removeprefix("alpha "), param_hint="--alpha") from None
 
 
 def _radii(ctx, param, value):
@@ -196,7 +199,7 @@ def _finish(cert: dict, out: Path, quiet: bool, started: float) -> None:
 @click.option("--target-radius", type=float, default=None,
               help="Sequential: decide for each input only whether it is certified at this radius, drawing "
                    "samples in looks until the answer is settled (far fewer than --n for most inputs).")
-@click.option("--max-samples", type=click.IntRange(min=1, max=2**48), default=None,
+@click.option("--max-samples", type=click.IntRange(min=1, max=10**9), default=None,
               help="--target-radius: most estimation samples per input (default: --n).")
 @click.option("--sequential", "budgeted", is_flag=True,
               help="Sequential with budget --n: the certified radius, stopping once the rest of the budget is "

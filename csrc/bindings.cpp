@@ -237,6 +237,8 @@ PYBIND11_MODULE(_core, m) {
           return target_complement(static_cast<NoiseKind>(kind), scale, target); },
         py::arg("kind"), py::arg("scale"), py::arg("target"));
   m.attr("EXACT_MAX_SAMPLES") = kExactMaxSamples;
+  m.attr("MAX_LOOKS") = kMaxLooks;
+  m.attr("SEQUENTIAL_MAX_SAMPLES") = kSequentialMaxSamples;
   m.def("smoothing_bounds", &smoothing_bounds, py::arg("kind"), py::arg("scale"), py::arg("k"), py::arg("n"),
         py::arg("alpha"), py::arg("tail_mass") = 0.0,
         "(p_lower, radius) per count k of the selected class in n samples, less the sampler's tail mass");

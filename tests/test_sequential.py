@@ -9,6 +9,7 @@ an exact design at 3 alpha), must fail. The exact boundary's level is also compu
 """
 
 import itertools
+import time
 
 import numpy as np
 import pytest
@@ -211,6 +212,51 @@ def test_look_decisions_match_their_definition():
             assert d[i] == (CERTIFIED if p_i[0] > 0.5 else NOT_CERTIFIED)
 
 
+def test_bonferroni_table_is_the_fewest_certifying_hits_everywhere():
+    """The Bonferroni table is searched from the last look's critical rate (a gallop, then bisection):
+    over random noises, targets, levels, tail masses and schedules, c_j certifies and c_j - 1 does not."""
+    rng = np.random.default_rng(11)
+    for _ in range(60):
+        kind, scale = int(rng.integers(0, 3)), float(rng.uniform(0.1, 2))
+        target, alpha = float(rng.uniform(0, 2 * scale)), float(10 ** rng.uniform(-12, -0.5))
+        tail, budget = float(rng.choice([0.0, 1e-6, 1e-2])), int(10 ** rng.uniform(1, 7))
+        looks = core.look_schedule(min(int(rng.integers(1, 300)), budget), float(rng.choice([1.05, 1.5, 10.0])),
+                                   budget)
+        test = core.target_test(0, kind, scale, target, tail, looks, alpha)
+        for n, c in zip(looks, test.critical):
+            counts = np.array([max(c - 1, 0), min(c, n)])
+            p, r = core.smoothing_bounds(kind, scale, counts, int(n), alpha / len(looks), tail)
+            assert c > n or (p[1] > 0.5 and r[1] >= target)
+            assert c == 0 or not (p[0] > 0.5 and r[0] >= target)
+
+
+def test_hostile_schedules_and_levels_are_refused():
+    """A schedule of a look per sample up to 10^9, or past 10^9 samples, is refused before anything
+    is allocated; so is a level among subnormal numbers (the bounds' rounding no longer covers them)."""
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="10\\^4 looks"):
+        core.look_schedule(1, 1.000000001, 10**9)
+    with pytest.raises(ValueError, match="10\\^9 samples"):
+        core.look_schedule(100, 2.0, 10**9 + 1)
+    with pytest.raises(ValueError, match="10\\^4 looks"):
+        core.target_test(0, 0, 1.0, 0.5, 0.0, np.arange(1, 10_002, dtype=np.int64), 0.01)
+    with pytest.raises(ValueError, match="10\\^9"):
+        core.budget_looks(0, 1.0, np.array([5]), np.array([10]), np.array([False]), 0.01, 0.0, 2**40, 0.1)
+    with pytest.raises(ValueError, match="at most 1,000,000,000"):
+        certify.Smoothed(threshold_model(), 2, certify.Gaussian(0.5)).certify(torch.zeros(3), n=2**40, sequential=True)
+    assert time.perf_counter() - start < 5
+    with pytest.raises(ValueError, match="1e-306"):
+        core.clopper_pearson_lower(50, 100, 5e-324)
+    with pytest.raises(ValueError, match="1e-300"):
+        certify.stats.clopper_pearson_lower(50, 100, 1e-301)
+    for bad, error in ((True, TypeError), (2.5, TypeError), (0, ValueError)):
+        with pytest.raises(error, match="first_look"):
+            Schedule(first_look=bad)
+    for bad, error in ((True, TypeError), (1.0, ValueError), (float("nan"), ValueError)):
+        with pytest.raises(error, match="growth"):
+            Schedule(growth=bad)
+
+
 def test_schedule():
     looks = Schedule(first_look=100, growth=1.5).looks(10_000)
     assert looks[0] == 100 and looks[-1] == 10_000
@@ -260,6 +306,11 @@ def test_budgeted_mode_returns_certified_radii():
     ({"sequential": True, "max_samples": 10}, "budget is n"),
     ({"target_radius": 0.5, "tolerance": 0.1}, "tolerance applies"),
     ({"target_radius": 0.5, "schedule": "fast"}, "Schedule"),
+    ({"target_radius": True}, "target_radius must be a number"),
+    ({"target_radius": "0.25"}, "target_radius must be a number"),
+    ({"target_radius": 0.5, "alpha": 1e-310}, "alpha must be >= 1e-300"),
+    ({"target_radius": 0.5, "max_samples": 10**9 + 1, "boundary": "bonferroni"}, "at most 1,000,000,000"),
+    ({"sequential": True, "tolerance": float("nan")}, "tolerance must be finite"),
 ])
 def test_bad_sequential_arguments(kwargs, match):
     smoothed = certify.Smoothed(threshold_model(), 2, certify.Gaussian(0.5))

@@ -2,6 +2,7 @@
 every decision replayed by the checker, tampering caught), audit, report. Ray: tests/test_ray.py."""
 
 import copy
+import time
 
 import numpy as np
 import pytest
@@ -99,6 +100,38 @@ def test_every_decision_is_replayed_so_edits_are_caught(runs):
     for change in (stop_earlier, lower_boundary, more_hits, flip, growth, alpha):
         assert "rows" in edited(exact, change), change.__name__
     assert not edited(exact, lambda c: None)
+
+
+def test_method_records_what_was_used():
+    """A first look past the budget is recorded as the budget (the schedule it gives); a target of
+    -0.0 as 0.0; the guarantee states the growth as given."""
+    method = sequential_method(BASE, (6,), target_radius=-0.0, max_samples=300, first_look=100_000, growth=1.1000001)
+    assert method["first_look"] == 300 and method["looks"] == [300]
+    assert str(method["target_radius"]) == "0.0"
+    assert "×1.1000001" in certificate.guarantee(method)
+
+
+def test_hostile_schedules_are_refused_quickly(runs):
+    """A few bytes of method can ask for a schedule of billions of looks or a boundary at 2^48
+    samples; the plain check must refuse them within seconds, not rebuild them."""
+    def forged(name, **changes):
+        cert = copy.deepcopy(runs[name])
+        cert["method"].update(changes)
+        cert["guarantee"] = certificate.guarantee(cert["method"])
+        cert["summary"] = certificate.summarize(cert["method"], cert["results"],
+                                                [c["radius"] for c in cert["summary"]["certified_accuracy"]])
+        start = time.perf_counter()
+        problems = failed(certificate.check(cert))
+        assert time.perf_counter() - start < 20, (name, changes)
+        return problems
+
+    huge = 2**48
+    assert forged("budget", n=huge, growth=1.000000001, looks=[50, huge])
+    assert forged("budget", n=10**9, growth=1.000000001, looks=[50, 10**9])
+    assert forged("bonferroni", max_samples=huge, growth=1.001, looks=[50, huge], critical=[51, huge + 1])
+    assert forged("bonferroni", max_samples=10**9, growth=1.0000001, looks=[50, 10**9], critical=[51, 10**9 + 1])
+    assert forged("exact", max_samples=10**8, looks=[50, 10**8], critical=[51, 10**8 + 1])
+    assert forged("exact", alpha=1e-310)
 
 
 def test_audit_recertifies_identically(runs, files, tmp_path):

@@ -23,10 +23,13 @@ share of the next round's batches. Sample s of input i is the same noise however
 from __future__ import annotations
 
 import functools
+import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
+from certify import _checks
 from certify._native import core
 from certify.noise import Noise
 from certify.smoothing.results import ABSTAIN, SmoothingResults
@@ -50,6 +53,14 @@ class Schedule:
 
     first_look: int = 100
     growth: float | None = None
+
+    def __post_init__(self):
+        _checks.positive_int("first_look", self.first_look)
+        if self.growth is not None:
+            if isinstance(self.growth, bool) or not isinstance(self.growth, numbers.Real):
+                raise TypeError(f"growth must be a number > 1, got {type(self.growth).__name__}")
+            if not (math.isfinite(self.growth) and self.growth > 1):
+                raise ValueError(f"growth must be finite and > 1, got {self.growth}")
 
     def growth_for(self, boundary: str) -> float:
         return DEFAULT_GROWTH[boundary] if self.growth is None else float(self.growth)

@@ -155,9 +155,7 @@ class Smoothed:
             if sequential:
                 raise ValueError("give target_radius (is the input certified at r?) or sequential=True "
                                  "(budgeted radius), not both")
-            target_radius = float(target_radius)
-            if not (np.isfinite(target_radius) and target_radius >= 0):
-                raise ValueError(f"target_radius must be finite and >= 0, got {target_radius}")
+            target_radius = _checks.non_negative("target_radius", target_radius)
             if tolerance is not None:
                 raise ValueError("tolerance applies to sequential=True only")
             budget = n if max_samples is None else _checks.positive_int("max_samples", max_samples)
@@ -175,11 +173,10 @@ class Smoothed:
             if max_samples is not None:
                 raise ValueError("max_samples applies to target_radius; with sequential=True the budget is n")
             budget = n
-            tolerance = 0.1 * self.noise.scale if tolerance is None else float(tolerance)
-            if not (np.isfinite(tolerance) and tolerance >= 0):
-                raise ValueError(f"tolerance must be finite and >= 0, got {tolerance}")
-        if budget > core.MAX_SAMPLE_INDEX:
-            raise ValueError(f"max_samples must be <= 2**48, got {budget}")
+            tolerance = 0.1 * self.noise.scale if tolerance is None else _checks.non_negative("tolerance", tolerance)
+        if budget > core.SEQUENTIAL_MAX_SAMPLES:
+            raise ValueError(f"sequential certification draws at most {core.SEQUENTIAL_MAX_SAMPLES:,} samples per "
+                             f"input, got {budget:,}")
         if schedule is None:
             schedule = Schedule()
         elif not isinstance(schedule, Schedule):

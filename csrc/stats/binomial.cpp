@@ -207,8 +207,8 @@ void check_counts(uint64_t k, uint64_t n, double alpha, const char* who) {
   if (k > n)
     throw std::invalid_argument(std::string(who) + ": k = " + std::to_string(k) +
                                 " exceeds n = " + std::to_string(n));
-  if (!(alpha > 0.0 && alpha < 1.0))
-    throw std::invalid_argument(std::string(who) + ": alpha must lie in (0, 1)");
+  if (!(alpha >= kMinAlphaLook && alpha < 1.0))
+    throw std::invalid_argument(std::string(who) + ": alpha must lie in [1e-306, 1)");
 }
 
 // Outward rounding of a bound given by its exact side t: move t by a relative 1e-12

@@ -37,6 +37,14 @@ namespace certify {
 
 // The looks: n_1 = first, then n_{j+1} = max(n_j + 1, ceil(n_j * growth)), the last = max_samples.
 // first >= 1, growth > 1, max_samples >= first.
+// At most kMaxLooks looks (a longer schedule is refused: a tiny growth from a small first look
+// would otherwise make a look per sample, and every design and check costs time per look).
+constexpr size_t kMaxLooks = 10'000;
+// At most this many estimation samples per input in sequential certification: a Clopper-Pearson
+// evaluation costs ~0.2 ms at 10^9 samples and grows beyond (20 ms at 2^48), and designing or
+// checking a schedule of 10^4 looks takes tens of them per look.
+constexpr uint64_t kSequentialMaxSamples = 1'000'000'000;
+
 std::vector<uint64_t> look_schedule(uint64_t first, double growth, uint64_t max_samples);
 
 enum class Decision : int { kContinue = 0, kCertified = 1, kNotCertified = 2 };

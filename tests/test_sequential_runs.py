@@ -152,6 +152,11 @@ def test_a_version_1_certificate_still_verifies(files, tmp_path):
     assert not failed(certificate.check(old))
     assert "schema" in failed(certificate.check(dict(old, method=target(inputs.data.input_shape))))
     assert "Certification report" in render_markdown(old)
+    # Schema 1 took any alpha in (0, 1); one among subnormals is refused, not an exception.
+    tiny = copy.deepcopy(old)
+    tiny["method"]["alpha"] = 1e-310
+    tiny["guarantee"] = certificate.guarantee(tiny["method"])
+    assert failed(certificate.check(tiny)) == {"rows"}
 
 
 def test_report_shows_samples_and_saving(runs):

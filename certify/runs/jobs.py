@@ -43,13 +43,14 @@ def sequential_method(method: dict, input_shape, *, target_radius: float | None 
     common = {k: method[k] for k in ("family", "noise", "scale", "norm", "n0", "alpha", "batch_size", "seed", "backend")}
     if target_radius is not None:
         boundary = boundary or "exact"
-        settings = {**common, "procedure": "sequential-target", "max_samples": max_samples or method["n"],
+        budget = max_samples or method["n"]
+        settings = {**common, "procedure": "sequential-target", "max_samples": budget,
                     "target_radius": float(target_radius) + 0.0, "boundary": boundary}  # -0.0 -> 0.0
     else:
         boundary = "bonferroni"
-        settings = {**common, "procedure": "sequential-budget", "n": method["n"], "tolerance": float(tolerance),
+        budget = method["n"]
+        settings = {**common, "procedure": "sequential-budget", "n": budget, "tolerance": float(tolerance),
                     "boundary": boundary}
-    budget = settings.get("max_samples", settings.get("n"))
     settings["first_look"] = min(int(first_look), budget)  # the schedule starts at the budget when it is smaller
     settings["growth"] = Schedule(growth=growth).growth_for(boundary)
     settings.update(sequential_plan(settings, input_shape))

@@ -10,12 +10,20 @@
 
 namespace certify {
 
+namespace {
+
+void check_budget(uint64_t max_samples) {
+  if (max_samples > kSequentialMaxSamples)
+    throw std::invalid_argument("sequential certification draws at most 10^9 samples per input");
+}
+
+}  // namespace
+
 std::vector<uint64_t> look_schedule(uint64_t first, double growth, uint64_t max_samples) {
   if (first < 1) throw std::invalid_argument("look_schedule: the first look needs >= 1 sample");
   if (!(growth > 1.0) || !std::isfinite(growth)) throw std::invalid_argument("look_schedule: growth must be > 1");
   if (max_samples < first) throw std::invalid_argument("look_schedule: max_samples must be >= the first look");
-  if (max_samples > kSequentialMaxSamples)
-    throw std::invalid_argument("sequential certification draws at most 10^9 samples per input");
+  check_budget(max_samples);
   std::vector<uint64_t> looks{first};
   while (looks.back() < max_samples) {
     const double next = std::ceil(static_cast<double>(looks.back()) * growth);
@@ -208,8 +216,7 @@ TargetTest make_target_test(Boundary boundary, NoiseKind kind, double scale, dou
   if (!(alpha > 0.0 && alpha < 1.0)) throw std::invalid_argument("alpha must lie in (0, 1)");
   TargetTest test{boundary, kind, scale, target, alpha, tail_mass, looks, {}, target_complement(kind, scale, target)};
   if (looks.empty() || looks.size() > kMaxLooks) throw std::invalid_argument("sequential test: 1 to 10^4 looks");
-  if (looks.back() > kSequentialMaxSamples)
-    throw std::invalid_argument("sequential certification draws at most 10^9 samples per input");
+  check_budget(looks.back());
   if (boundary == Boundary::kExact) {
     // Certified when P_sampler(hit) > 1 - q_null; then P_ideal(hit) > 1 - q_null - tail_mass >= 1 - q0.
     const double q_null = test.complement > tail_mass ? std::nextafter(test.complement - tail_mass, 0.0) : 0.0;
@@ -261,8 +268,7 @@ Look budget_look(NoiseKind kind, double scale, uint64_t k, uint64_t n, uint64_t 
                  double tail_mass, double tolerance, bool last) {
   check_counts(k, n);
   if (n_max < n) throw std::invalid_argument("budget_look: n_max must be >= n");
-  if (n_max > kSequentialMaxSamples)
-    throw std::invalid_argument("sequential certification draws at most 10^9 samples per input");
+  check_budget(n_max);
   if (!(tolerance >= 0.0)) throw std::invalid_argument("budget_look: tolerance must be >= 0");
   const SmoothingBound now = smoothing_bound(kind, scale, k, n, alpha_look, tail_mass);
   const Decision stop = now.p_lower > 0.5 ? Decision::kCertified : Decision::kNotCertified;

@@ -445,6 +445,10 @@ def method_problems(method: dict) -> list[str]:
                 problems.append(f"the looks must increase and end at the budget {budget}")
             if len(method.get("critical", looks)) != len(looks):
                 problems.append("critical needs one count per look")
+            if method["first_look"] != looks[0]:  # a run records the first look it made (at most the budget)
+                problems.append(f"first_look {method['first_look']} is not the first look {looks[0]}")
+            if math.copysign(1.0, method.get("target_radius", 0.0)) < 0:
+                problems.append("target_radius is -0.0 (a run records 0.0)")
         return problems
     verify = method["procedure"] == "verify"
     for key, wanted in (("eps", verify), ("max_eps", not verify), ("tol", not verify)):

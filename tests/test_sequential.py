@@ -245,6 +245,12 @@ def test_hostile_schedules_and_levels_are_refused():
     with pytest.raises(ValueError, match="at most 1,000,000,000"):
         certify.Smoothed(threshold_model(), 2, certify.Gaussian(0.5)).certify(torch.zeros(3), n=2**40, sequential=True)
     assert time.perf_counter() - start < 5
+    # An unreachable target at 10^4 looks near 10^9 samples: one evaluation per look, not a search.
+    looks = np.arange(10**9 - 9_999, 10**9 + 1, dtype=np.int64)
+    start = time.perf_counter()
+    test = core.target_test(0, 0, 1.0, 100.0, 0.0, looks, 0.01)
+    assert (test.critical == looks + 1).all()
+    assert time.perf_counter() - start < 30
     with pytest.raises(ValueError, match="1e-306"):
         core.clopper_pearson_lower(50, 100, 5e-324)
     with pytest.raises(ValueError, match="1e-300"):

@@ -132,6 +132,9 @@ def test_hostile_schedules_are_refused_quickly(runs):
     assert forged("bonferroni", max_samples=10**9, growth=1.0000001, looks=[50, 10**9], critical=[51, 10**9 + 1])
     assert forged("exact", max_samples=10**8, looks=[50, 10**8], critical=[51, 10**8 + 1])
     assert forged("exact", alpha=1e-310)
+    # Parameters a run never records: a first look other than the schedule's first, a target of -0.0.
+    assert forged("exact", first_look=2**48)
+    assert forged("exact", target_radius=-0.0)
 
 
 def test_audit_recertifies_identically(runs, files, tmp_path):

@@ -236,6 +236,11 @@ TargetTest make_target_test(Boundary boundary, NoiseKind kind, double scale, dou
     // last look's critical rate, scaled to this look, is a close guess: gallop from it to a bracket
     // (a few Clopper-Pearson evaluations instead of log2 n, which matters at 10^9 samples).
     uint64_t lo = 0, hi = n + 1;
+    if (!certifies(n)) {  // not even n hits of n certify: one evaluation settles the look
+      test.critical[j] = n + 1;
+      continue;
+    }
+    hi = n;
     if (j > 0 && test.critical[j - 1] <= looks[j - 1]) {
       const double rate = static_cast<double>(test.critical[j - 1]) / static_cast<double>(looks[j - 1]);
       const auto guess = std::min<uint64_t>(n + 1, static_cast<uint64_t>(std::ceil(rate * static_cast<double>(n))));
